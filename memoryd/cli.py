@@ -1,0 +1,139 @@
+"""The ``memoryd`` command: serve, migrate, users set-role, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from memoryd import __version__
+from memoryd.config import Settings
+from memoryd.errors import ConfigError
+from memoryd.handlers.rbac import Role
+from memoryd.logs import setup_logging
+
+log = logging.getLogger("memoryd")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memoryd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a memoryd node (HTTP API and /ws on one port)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    serve.add_argument("--data-dir", type=Path, help="data directory (MEMORYD_DATA_DIR, ./data)")
+
+    migrate = sub.add_parser("migrate", help="apply pending database migrations and exit")
+    migrate.add_argument("--data-dir", type=Path)
+
+    users = sub.add_parser("users", help="manage users")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    set_role = users_sub.add_parser("set-role", help="give a user a role")
+    set_role.add_argument("email")
+    set_role.add_argument("role", choices=[r.value for r in Role])
+    set_role.add_argument("--data-dir", type=Path)
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"memoryd {__version__}")
+        return 0
+    try:
+        settings = Settings.from_env(
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            data_dir=getattr(args, "data_dir", None),
+        )
+        setup_logging(settings.log_level, settings.log_format)
+        if args.command == "serve":
+            _serve(settings)
+        elif args.command == "migrate":
+            _run(_migrate(settings))
+        elif args.command == "users":
+            _run(_set_role(settings, args.email, args.role))
+    except ConfigError as exc:
+        print(f"memoryd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _run(coro: Awaitable[None]) -> None:
+    _install_uvloop()
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from memoryd.server.app import create_app
+
+    _install_uvloop()
+    app = create_app(settings)
+
+    async def announce(_app: web.Application) -> None:
+        log.info("memoryd %s serving on http://%s:%d", __version__, settings.host, settings.port)
+
+    app.on_startup.append(announce)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,
+        handle_signals=True,
+    )
+
+
+async def _with_database(settings: Settings, work: Callable[[object], Awaitable[None]]) -> None:
+    from memoryd.storage.bootstrap import database_dsn, open_database
+
+    async with database_dsn(settings.database_url, settings.data_dir) as dsn:
+        db = await open_database(dsn, min_size=1, max_size=2)
+        try:
+            await work(db)
+        finally:
+            await db.close()
+
+
+async def _migrate(settings: Settings) -> None:
+    async def done(_db: object) -> None:
+        print("migrations are up to date")
+
+    await _with_database(settings, done)
+
+
+async def _set_role(settings: Settings, email: str, role: str) -> None:
+    from memoryd.storage.database import Database
+    from memoryd.storage.users import UserStore
+
+    async def apply(db: object) -> None:
+        assert isinstance(db, Database)
+        user = await UserStore(db).set_role(email, role)
+        if user is None:
+            raise ConfigError(f"no user with email {email!r}")
+        print(f"{user.email} is now {user.role}")
+
+    await _with_database(settings, apply)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

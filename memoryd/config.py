@@ -1,0 +1,192 @@
+"""Configuration: read once from the environment, validated, frozen, passed down.
+
+Nothing else in memoryd reads ``os.environ``. Every variable is listed in README.md's
+configuration table and in ``.env.example``; a bad value raises `ConfigError` with one
+line naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from memoryd.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("kv", "json")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``limit`` requests per ``window`` seconds; ``limit == 0`` switches it off."""
+
+    limit: int
+    window: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.limit > 0
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{self.window:g}s" if self.enabled else "off"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: str | None = None
+    jwt_private_key_file: Path | None = None
+    log_level: str = "info"
+    log_format: str = "kv"
+    access_token_ttl: int = 15 * 60
+    refresh_token_ttl: int = 7 * 24 * 3600
+    rate_limit_auth: RateLimit = RateLimit(5, 15 * 60)
+    rate_limit_api: RateLimit = RateLimit(100, 15 * 60)
+    rate_limit_upload: RateLimit = RateLimit(10, 3600)
+    rate_limit_ai: RateLimit = RateLimit(50, 3600)
+    trust_proxy: bool = False
+    max_body_bytes: int = 1024 * 1024
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+    shutdown_timeout: float = 10.0
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_chat_model: str = "gpt-4o-mini"
+    openai_embedding_model: str = "text-embedding-3-small"
+    whatsapp_app_secret: str | None = None
+    whatsapp_verify_token: str | None = None
+    whatsapp_graph_url: str = "https://graph.facebook.com/v21.0"
+    pinecone_api_key: str | None = None
+    pinecone_index: str = "memory-embeddings"
+    google_client_id: str | None = None
+    google_client_secret: str | None = None
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); CLI flags come as overrides."""
+        e = _Env(os.environ if env is None else env)
+        settings = cls(
+            data_dir=Path(e.str("MEMORYD_DATA_DIR") or "data"),
+            database_url=e.url("DATABASE_URL", ("postgres", "postgresql")),
+            redis_url=e.url("REDIS_URL", ("redis", "rediss", "unix")),
+            secret_key=e.secret("MEMORYD_SECRET_KEY"),
+            jwt_private_key_file=e.path("MEMORYD_JWT_PRIVATE_KEY_FILE"),
+            log_level=e.choice("MEMORYD_LOG_LEVEL", LOG_LEVELS, "info"),
+            log_format=e.choice("MEMORYD_LOG_FORMAT", LOG_FORMATS, "kv"),
+            access_token_ttl=e.int("MEMORYD_ACCESS_TOKEN_TTL", 15 * 60, minimum=10),
+            refresh_token_ttl=e.int("MEMORYD_REFRESH_TOKEN_TTL", 7 * 24 * 3600, minimum=60),
+            rate_limit_auth=e.rate("MEMORYD_RATE_LIMIT_AUTH", cls.rate_limit_auth),
+            rate_limit_api=e.rate("MEMORYD_RATE_LIMIT_API", cls.rate_limit_api),
+            rate_limit_upload=e.rate("MEMORYD_RATE_LIMIT_UPLOAD", cls.rate_limit_upload),
+            rate_limit_ai=e.rate("MEMORYD_RATE_LIMIT_AI", cls.rate_limit_ai),
+            trust_proxy=e.bool("MEMORYD_TRUST_PROXY", False),
+            max_body_bytes=e.int("MEMORYD_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            db_pool_min=e.int("MEMORYD_DB_POOL_MIN", 2, minimum=1),
+            db_pool_max=e.int("MEMORYD_DB_POOL_MAX", 20, minimum=1),
+            shutdown_timeout=float(e.int("MEMORYD_SHUTDOWN_TIMEOUT", 10, minimum=1)),
+            openai_api_key=e.str("OPENAI_API_KEY"),
+            openai_base_url=e.url("OPENAI_BASE_URL", ("http", "https")),
+            openai_chat_model=e.str("OPENAI_CHAT_MODEL") or cls.openai_chat_model,
+            openai_embedding_model=e.str("OPENAI_EMBEDDING_MODEL") or cls.openai_embedding_model,
+            whatsapp_app_secret=e.str("WHATSAPP_APP_SECRET"),
+            whatsapp_verify_token=e.str("WHATSAPP_VERIFY_TOKEN"),
+            whatsapp_graph_url=e.url("WHATSAPP_GRAPH_URL", ("http", "https"))
+            or cls.whatsapp_graph_url,
+            pinecone_api_key=e.str("PINECONE_API_KEY"),
+            pinecone_index=e.str("PINECONE_INDEX") or cls.pinecone_index,
+            google_client_id=e.str("GOOGLE_CLIENT_ID"),
+            google_client_secret=e.str("GOOGLE_CLIENT_SECRET"),
+            google_token_url=e.url("GOOGLE_TOKEN_URL", ("http", "https")) or cls.google_token_url,
+            google_jwks_url=e.url("GOOGLE_JWKS_URL", ("http", "https")) or cls.google_jwks_url,
+        )
+        if settings.db_pool_min > settings.db_pool_max:
+            raise ConfigError("MEMORYD_DB_POOL_MIN must not exceed MEMORYD_DB_POOL_MAX")
+        return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+class _Env:
+    """Typed reads of environment variables; each failure names its variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def str(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def path(self, name: str) -> Path | None:
+        value = self.str(name)
+        return Path(value) if value else None
+
+    def secret(self, name: str) -> str | None:
+        value = self.str(name)
+        if value is not None and len(value) < 32:
+            raise ConfigError(f"{name} must be at least 32 characters long (got {len(value)})")
+        return value
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.str(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
+            wanted = ", ".join(f"{s}://" for s in schemes)
+            raise ConfigError(f"{name} must be a URL starting with {wanted} (got {value!r})")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = (self.str(name) or default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    def int(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer (got {raw!r})") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be >= {minimum} (got {value})")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false (got {raw!r})")
+
+    def rate(self, name: str, default: RateLimit) -> RateLimit:
+        """``LIMIT/SECONDS`` (``100/900``), or ``off``."""
+        raw = self.str(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("off", "0"):
+            return RateLimit(0, default.window)
+        limit, sep, window = raw.partition("/")
+        try:
+            parsed = RateLimit(int(limit), float(window) if sep else default.window)
+        except ValueError:
+            parsed = RateLimit(-1, 0)
+        if parsed.limit < 1 or parsed.window <= 0:
+            raise ConfigError(f"{name} must look like LIMIT/SECONDS, e.g. 100/900, or off (got {raw!r})")
+        return parsed

@@ -1,0 +1,216 @@
+"""Registration, login, token refresh and rotation, logout, Google sign-in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+
+from memoryd.errors import ClientError, Unauthorized
+from memoryd.handlers.context import Caller, Services
+from memoryd.handlers.passwords import hash_password, needs_rehash, verify_password
+from memoryd.protocol.models import User
+from memoryd.storage.users import NewCategory
+
+# The seed's Joi rules.
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+PASSWORD_PATTERN = r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)(?=.*[@$!%*?&])[A-Za-z\d@$!%*?&]"
+Email = Annotated[
+    str, msgspec.Meta(max_length=255, pattern=EMAIL_PATTERN, extra={"message": "must be a valid email"})
+]
+Password = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8,
+        max_length=256,
+        pattern=PASSWORD_PATTERN,
+        extra={
+            "message": "must be at least 8 characters with a lowercase letter, an uppercase "
+            "letter, a digit and one of @$!%*?&"
+        },
+    ),
+]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Username = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9]{3,30}$", extra={"message": "must be 3 to 30 letters or digits"}
+    ),
+]
+
+DEFAULT_CATEGORIES = (
+    NewCategory("Work", "briefcase", "#3B82F6"),
+    NewCategory("Personal", "user", "#8B5CF6"),
+    NewCategory("Family", "home", "#EC4899"),
+    NewCategory("Learning", "book", "#10B981"),
+    NewCategory("Travel", "plane", "#F59E0B"),
+    NewCategory("Health", "heart", "#EF4444"),
+    NewCategory("Finance", "dollar-sign", "#14B8A6"),
+    NewCategory("Creative", "palette", "#F97316"),
+)
+
+
+class RegisterRequest(msgspec.Struct, rename="camel", kw_only=True):
+    email: Email
+    password: Password
+    first_name: Name
+    last_name: Name
+    username: Username | None = None
+
+
+class LoginRequest(msgspec.Struct, rename="camel", kw_only=True):
+    email: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    remember_me: bool = False
+
+
+class RefreshRequest(msgspec.Struct, rename="camel", kw_only=True):
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class LogoutRequest(msgspec.Struct, rename="camel", kw_only=True):
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    all_devices: bool = False
+
+
+class OAuthRequest(msgspec.Struct, rename="camel", kw_only=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    redirect_uri: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+
+
+class AuthResult(msgspec.Struct, rename="camel", kw_only=True):
+    user: User
+    access_token: str
+    refresh_token: str
+
+
+class OAuthResult(AuthResult, kw_only=True):
+    is_new_user: bool
+
+
+_BAD_CREDENTIALS = "Invalid email or password"
+
+
+async def _issue_pair(svc: Services, user: User) -> AuthResult:
+    family = uuid.uuid4()
+    refresh = svc.tokens.issue_refresh(user.id, family)
+    await svc.store.refresh_tokens.issue(
+        jti=refresh.jti, family_id=family, user_id=user.id, expires_at=refresh.expires_at
+    )
+    return AuthResult(user=user, access_token=svc.tokens.issue_access(user), refresh_token=refresh.token)
+
+
+async def register(svc: Services, req: RegisterRequest) -> AuthResult:
+    user = await svc.store.users.create(
+        email=req.email.strip(),
+        password_hash=await hash_password(req.password),
+        first_name=req.first_name,
+        last_name=req.last_name,
+        username=req.username,
+        default_categories=DEFAULT_CATEGORIES,
+    )
+    return await _issue_pair(svc, user)
+
+
+async def login(svc: Services, req: LoginRequest) -> AuthResult:
+    found = await svc.store.users.credentials(req.email.strip())
+    # Same message, same work, whether the email is unknown or the password wrong.
+    ok = await verify_password(found.password_hash if found else None, req.password)
+    if found is None or not ok:
+        raise Unauthorized(_BAD_CREDENTIALS, code="invalid_credentials")
+    if not found.user.is_active:
+        raise Unauthorized("This account is disabled", code="account_disabled")
+    if found.password_hash and needs_rehash(found.password_hash):
+        await svc.store.users.set_password_hash(found.user.id, await hash_password(req.password))
+    now = datetime.now(UTC)
+    await svc.store.users.touch_login(found.user.id, now)
+    user = msgspec.structs.replace(found.user, last_login_at=now)
+    return await _issue_pair(svc, user)
+
+
+async def refresh(svc: Services, req: RefreshRequest) -> AuthResult:
+    """Rotate a refresh token. A token used twice revokes its whole family."""
+    claims = svc.tokens.verify_refresh(req.refresh_token)
+    issued = svc.tokens.issue_refresh(claims.user_id, claims.family_id)
+    use = await svc.store.refresh_tokens.rotate(
+        jti=claims.jti, new_jti=issued.jti, expires_at=issued.expires_at
+    )
+    if use.status == "reused":
+        raise Unauthorized(
+            "Refresh token was already used; all sessions of this login were revoked",
+            code="token_reused",
+        )
+    if use.status != "ok":
+        raise Unauthorized("Invalid refresh token", code="invalid_token")
+    user = await svc.store.users.get(claims.user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("Invalid refresh token", code="invalid_token")
+    return AuthResult(
+        user=user, access_token=svc.tokens.issue_access(user), refresh_token=issued.token
+    )
+
+
+async def logout(svc: Services, caller: Caller, req: LogoutRequest) -> None:
+    """Revoke the given refresh token's family, or every refresh token of the caller."""
+    if req.all_devices or req.refresh_token is None:
+        await svc.store.refresh_tokens.revoke_all(caller.user_id, "logout")
+        return
+    try:
+        claims = svc.tokens.verify_refresh(req.refresh_token)
+    except Unauthorized:
+        return  # an expired or foreign token: nothing of this user's to revoke
+    family = await svc.store.refresh_tokens.family_of(claims.jti, caller.user_id)
+    if family is not None:
+        await svc.store.refresh_tokens.revoke_family(family, "logout")
+
+
+async def google_sign_in(svc: Services, req: OAuthRequest) -> OAuthResult:
+    if svc.google is None:
+        raise ClientError(
+            "Google sign-in is not configured on this server (GOOGLE_CLIENT_ID)",
+            code="oauth_not_configured",
+            status=501,
+        )
+    identity = await svc.google.exchange(req.code, req.redirect_uri)
+    users = svc.store.users
+    user = await users.get_by_google_sub(identity.sub)
+    is_new = False
+    if user is None:
+        user = await users.get_by_email(identity.email)
+        if user is not None:  # Google verified this email: link the existing account
+            await users.link_google(user.id, identity.sub)
+        else:
+            user = await users.create(
+                email=identity.email,
+                password_hash=None,
+                first_name=identity.given_name,
+                last_name=identity.family_name,
+                google_sub=identity.sub,
+                is_verified=True,
+                avatar_url=identity.picture,
+                default_categories=DEFAULT_CATEGORIES,
+            )
+            is_new = True
+    if not user.is_active:
+        raise Unauthorized("This account is disabled", code="account_disabled")
+    now = datetime.now(UTC)
+    await users.touch_login(user.id, now)
+    pair = await _issue_pair(svc, msgspec.structs.replace(user, last_login_at=now))
+    return OAuthResult(
+        user=pair.user,
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        is_new_user=is_new,
+    )
+
+
+async def authenticate(svc: Services, token: str) -> Caller:
+    claims = svc.tokens.verify_access(token)
+    return Caller(
+        user_id=claims.user_id,
+        email=claims.email,
+        role=claims.role,
+        permissions=claims.permissions,
+    )

@@ -1,0 +1,62 @@
+"""What every handler is given: the services it may use and the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from uuid import UUID
+
+from memoryd.bridges.google import GoogleOAuth
+from memoryd.config import Settings
+from memoryd.errors import Forbidden
+from memoryd.handlers.rbac import Permission
+from memoryd.handlers.tokens import TokenIssuer
+from memoryd.protocol.models import Event
+from memoryd.storage.store import Storage
+
+
+class EventSink(Protocol):
+    """Receives a user's committed events to deliver them to that user's devices."""
+
+    def publish(self, user_id: UUID, events: Sequence[Event]) -> None: ...
+
+
+class NoDelivery:
+    """Sink for a process with no sockets attached (the CLI): events stay in the log only."""
+
+    def publish(self, user_id: UUID, events: Sequence[Event]) -> None:
+        return None
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Storage
+    tokens: TokenIssuer
+    events: EventSink
+    google: GoogleOAuth | None = None
+
+    def publish(self, user_id: UUID, *events: Event | None) -> None:
+        committed = [e for e in events if e is not None]
+        if committed:
+            self.events.publish(user_id, committed)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user behind a request (from a verified access token)."""
+
+    user_id: UUID
+    email: str
+    role: str
+    permissions: frozenset[str]
+    device_id: UUID | None = None
+
+    def require(self, permission: Permission) -> None:
+        if permission.value not in self.permissions:
+            raise Forbidden(
+                f"Missing permission: {permission.value}",
+                code="forbidden",
+                details={"permission": permission.value},
+            )

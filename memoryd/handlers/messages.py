@@ -1,0 +1,141 @@
+"""Messages inside a memory: idempotent sends, edits, deletes, history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from memoryd.errors import NotFound
+from memoryd.handlers.context import Caller, Services
+from memoryd.handlers.fields import Limit, Page, SortOrder, changed_fields, require_changes
+from memoryd.handlers.rbac import Permission
+from memoryd.protocol.models import Message, Pagination
+from memoryd.storage.messages import MessageWindow, NewMessage
+
+MAX_CONTENT = 10_000
+Content = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT)]
+MessageType = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^(text|voice|image|document)$",
+        extra={"message": "must be one of text, voice, image, document"},
+    ),
+]
+Attachments = Annotated[list[UUID], msgspec.Meta(max_length=5)]
+ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class SendMessageRequest(msgspec.Struct, rename="camel", kw_only=True):
+    content: Content
+    message_type: MessageType = "text"
+    attachments: Attachments = []
+    metadata: Any = None
+    parent_id: UUID | None = None
+    client_msg_id: ClientMsgId | None = None
+
+
+class EditMessageRequest(msgspec.Struct, rename="camel", kw_only=True):
+    content: Content | UnsetType = UNSET
+    metadata: Any | UnsetType = UNSET
+
+
+class ListMessagesRequest(msgspec.Struct, rename="camel", kw_only=True):
+    page: Page = 1
+    limit: Limit = 50
+    before: datetime | None = None
+    after: datetime | None = None
+    sort_order: SortOrder = "desc"
+
+
+class MessagePage(msgspec.Struct, rename="camel", kw_only=True):
+    messages: list[Message]
+    pagination: Pagination
+
+
+class SendResult(msgspec.Struct, rename="camel", kw_only=True):
+    message: Message
+    created: bool  # False when the clientMsgId had been seen: the earlier message came back
+
+
+async def send_message(
+    svc: Services, caller: Caller, memory_id: UUID, req: SendMessageRequest
+) -> SendResult:
+    caller.require(Permission.WRITE_MEMORIES)
+    message, event = await svc.store.messages.create(
+        caller.user_id,
+        memory_id,
+        NewMessage(
+            content=req.content,
+            message_type=req.message_type,
+            metadata=req.metadata,
+            attachments=tuple(req.attachments),
+            parent_id=req.parent_id,
+            client_msg_id=req.client_msg_id,
+        ),
+    )
+    svc.publish(caller.user_id, event)
+    return SendResult(message=message, created=event is not None)
+
+
+async def list_messages(
+    svc: Services, caller: Caller, memory_id: UUID, req: ListMessagesRequest
+) -> MessagePage:
+    caller.require(Permission.READ_MEMORIES)
+    messages, total = await svc.store.messages.list(
+        caller.user_id,
+        memory_id,
+        MessageWindow(
+            page=req.page,
+            limit=req.limit,
+            before=req.before,
+            after=req.after,
+            sort_order=req.sort_order,
+        ),
+    )
+    return MessagePage(messages=messages, pagination=Pagination.of(req.page, req.limit, total))
+
+
+async def get_message(
+    svc: Services, caller: Caller, message_id: UUID, memory_id: UUID | None = None
+) -> Message:
+    """One message; with ``memory_id`` it must also belong to that memory."""
+    caller.require(Permission.READ_MEMORIES)
+    message = await svc.store.messages.get(caller.user_id, message_id)
+    if message is None or (memory_id is not None and message.memory_id != memory_id):
+        raise NotFound("Message not found")
+    return message
+
+
+async def edit_message(
+    svc: Services,
+    caller: Caller,
+    message_id: UUID,
+    req: EditMessageRequest,
+    memory_id: UUID | None = None,
+) -> Message:
+    caller.require(Permission.WRITE_MEMORIES)
+    if memory_id is not None:
+        await get_message(svc, caller, message_id, memory_id)
+    changes = changed_fields(req)
+    require_changes(changes)
+    result = await svc.store.messages.update(caller.user_id, message_id, changes)
+    if result is None:
+        raise NotFound("Message not found")
+    svc.publish(caller.user_id, result[1])
+    return result[0]
+
+
+async def delete_message(
+    svc: Services, caller: Caller, message_id: UUID, memory_id: UUID | None = None
+) -> None:
+    caller.require(Permission.DELETE_MEMORIES)
+    if memory_id is not None:
+        await get_message(svc, caller, message_id, memory_id)
+    event = await svc.store.messages.delete(caller.user_id, message_id)
+    if event is None:
+        raise NotFound("Message not found")
+    svc.publish(caller.user_id, event)

@@ -1,0 +1,111 @@
+"""Resources as they appear on the wire (REST bodies, socket replies and event data).
+
+Field names are snake_case in Python and camelCase on the wire (``rename="camel"``),
+matching the seed plan's API. Timestamps are RFC 3339 strings, ids are UUID strings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+
+class Resource(msgspec.Struct, rename="camel", kw_only=True):
+    """Base of every resource: camelCase on the wire, keyword-only construction."""
+
+
+class User(Resource, kw_only=True):
+    id: UUID
+    email: str
+    username: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    avatar_url: str | None = None
+    phone_number: str | None = None
+    timezone: str = "UTC"
+    language: str = "en"
+    theme_preference: str = "system"
+    role: str = "user"
+    is_verified: bool = False
+    is_active: bool = True
+    last_login_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Category(Resource, kw_only=True):
+    id: UUID
+    user_id: UUID
+    name: str
+    description: str | None = None
+    icon: str | None = None
+    color: str | None = None
+    is_default: bool = False
+    sort_order: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class Memory(Resource, kw_only=True):
+    id: UUID
+    user_id: UUID
+    category_id: UUID | None = None
+    title: str | None = None
+    description: str | None = None
+    content: Any = None
+    tags: list[str] = []
+    metadata: Any = None
+    is_favorite: bool = False
+    is_archived: bool = False
+    privacy_level: str = "private"
+    last_message_seq: int = 0
+    message_count: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class Message(Resource, kw_only=True):
+    id: UUID
+    memory_id: UUID
+    user_id: UUID
+    seq: int
+    client_msg_id: str | None = None
+    content: str
+    message_type: str = "text"
+    metadata: Any = None
+    attachments: list[str] = []
+    is_ai_generated: bool = False
+    parent_id: UUID | None = None
+    status: str = "sent"
+    created_at: datetime
+    updated_at: datetime
+
+
+class Deleted(Resource, kw_only=True):
+    """Event data of a deletion: the id, and the memory it belonged to when it has one."""
+
+    id: UUID
+    memory_id: UUID | None = None
+
+
+class Pagination(Resource, kw_only=True):
+    page: int
+    limit: int
+    total: int
+    total_pages: int
+
+    @classmethod
+    def of(cls, page: int, limit: int, total: int) -> Pagination:
+        return cls(page=page, limit=limit, total=total, total_pages=-(-total // limit))
+
+
+class Event(Resource, kw_only=True):
+    """One entry of a user's event log: ``seq`` is per user, strictly increasing, gap-free."""
+
+    seq: int
+    type: str
+    data: Any
+    created_at: datetime

@@ -1,0 +1,1 @@
+"""The aiohttp application: REST routes, /ws, health and metrics, fan-out, shutdown."""

@@ -1,0 +1,108 @@
+"""``create_app(settings)``: every resource lives in a cleanup context, in start order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import redis.asyncio as redis_asyncio
+from aiohttp import web
+
+from memoryd.bridges.google import GoogleOAuth
+from memoryd.config import Settings
+from memoryd.handlers.context import NoDelivery, Services
+from memoryd.handlers.tokens import TokenIssuer
+from memoryd.keys import load_or_create_keys
+from memoryd.server.http import request_middleware
+from memoryd.server.keys import (
+    LIMITERS,
+    METRICS,
+    REDIS,
+    SERVICES,
+    SETTINGS,
+    SHUTTING_DOWN,
+    STARTED_AT,
+)
+from memoryd.server.metrics import Metrics
+from memoryd.server.ratelimit import RateLimiter
+from memoryd.server.routes import auth, health, resources
+from memoryd.storage.bootstrap import database_dsn, open_database
+from memoryd.storage.store import Storage
+
+log = logging.getLogger("memoryd.server")
+
+_OUTBOUND_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_middleware], client_max_size=settings.max_body_bytes
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[STARTED_AT] = time.time()
+    app[SHUTTING_DOWN] = asyncio.Event()
+    app[LIMITERS] = {
+        "auth": RateLimiter(settings.rate_limit_auth),
+        "api": RateLimiter(settings.rate_limit_api),
+        "upload": RateLimiter(settings.rate_limit_upload),
+        "ai": RateLimiter(settings.rate_limit_ai),
+    }
+    app.cleanup_ctx.append(_services_ctx)
+    app.on_shutdown.append(_mark_shutting_down)
+    app.add_routes(health.routes)
+    app.add_routes(auth.routes)
+    app.add_routes(resources.routes)
+    return app
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with database_dsn(settings.database_url, settings.data_dir) as dsn:
+        db = await open_database(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        keys = load_or_create_keys(settings)
+        session = aiohttp.ClientSession(timeout=_OUTBOUND_TIMEOUT)
+        redis_client = None
+        if settings.redis_url:
+            redis_client = redis_asyncio.from_url(
+                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+        app[REDIS] = redis_client
+        app[SERVICES] = Services(
+            settings=settings,
+            store=Storage(db),
+            tokens=TokenIssuer(
+                keys.jwt_private_pem,
+                keys.jwt_public_pem,
+                access_ttl=settings.access_token_ttl,
+                refresh_ttl=settings.refresh_token_ttl,
+            ),
+            events=NoDelivery(),
+            google=_google(settings, session),
+        )
+        try:
+            yield
+        finally:
+            await session.close()
+            if redis_client is not None:
+                await redis_client.aclose()
+            await db.close()
+
+
+def _google(settings: Settings, session: aiohttp.ClientSession) -> GoogleOAuth | None:
+    if not settings.google_client_id:
+        return None
+    return GoogleOAuth(
+        session,
+        client_id=settings.google_client_id,
+        client_secret=settings.google_client_secret,
+        token_url=settings.google_token_url,
+        jwks_url=settings.google_jwks_url,
+    )
+
+
+async def _mark_shutting_down(app: web.Application) -> None:
+    app[SHUTTING_DOWN].set()

@@ -1,0 +1,176 @@
+"""HTTP plumbing shared by the REST routes: bodies in, JSON out, errors, auth, limits."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from memoryd.errors import (
+    ClientError,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from memoryd.handlers.auth import authenticate
+from memoryd.handlers.context import Caller, Services
+from memoryd.logs import request_id
+from memoryd.server.keys import CALLER, LIMITERS, METRICS, RATE_DECISION, SERVICES
+from memoryd.server.ratelimit import Decision
+
+log = logging.getLogger("memoryd.http")
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=_encode(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(error: ClientError, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"error": error.to_dict()}, error.status, headers)
+
+
+async def read_body(request: web.Request, *, allow_form: bool = False) -> Any:
+    """The request body as JSON (or, where allowed, a form); {} when there is none."""
+    if not request.body_exists:
+        return {}
+    ctype = request.content_type
+    if ctype == "application/json" or ctype.endswith("+json"):
+        raw = await request.read()
+        if not raw.strip():
+            return {}
+        try:
+            return _decode(raw)
+        except msgspec.DecodeError as exc:
+            raise ValidationFailed(
+                "Malformed JSON body", code="invalid_json", details=[{"field": None, "message": str(exc)}]
+            ) from None
+    if allow_form and ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    accepted = "application/json" + (" or a form" if allow_form else "")
+    raise UnsupportedMediaType(f"Content-Type must be {accepted}, not {ctype or 'none'}")
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+async def caller(request: web.Request) -> Caller:
+    """The authenticated caller; also counts the request against the per-user API limit."""
+    found = request.get(CALLER)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authentication required", code="unauthorized")
+    who = await authenticate(services(request), token.strip())
+    request[CALLER] = who
+    apply_limit(request, "api", str(who.user_id))
+    return who
+
+
+def client_ip(request: web.Request) -> str:
+    if services(request).settings.trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.remote or "unknown"
+
+
+def apply_limit(request: web.Request, name: str, key: str) -> None:
+    """Count a request against limit ``name``; raise `RateLimited` past it."""
+    decision: Decision | None = request.app[LIMITERS][name].hit(key)
+    if decision is None:
+        return
+    request[RATE_DECISION] = decision
+    if not decision.allowed:
+        request.app[METRICS].rate_limited_total.labels(name).inc()
+        raise RateLimited(
+            "Too many requests, please try again later",
+            retry_after=decision.reset_after,
+            details={"limit": name, "retryAfter": max(1, round(decision.reset_after))},
+        )
+
+
+def _route_template(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, error rendering, metrics and one structured log line per request."""
+    rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    token = request_id.set(rid)
+    started = time.perf_counter()
+    try:
+        try:
+            response = await handler(request)
+        except ClientError as exc:
+            response = error_response(exc)
+        except web.HTTPRequestEntityTooLarge as exc:
+            response = error_response(PayloadTooLarge(f"Request body is too large ({exc.text})"))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _STATUS_CODES.get(exc.status, "http_error")
+            response = error_response(ClientError(exc.reason, code=code, status=exc.status))
+            if exc.status == 405 and "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.path})
+            response = error_response(
+                ClientError("Internal server error", code="internal", status=500)
+            )
+        decision = request.get(RATE_DECISION)
+        if decision is not None and not response.prepared:
+            response.headers.update(decision.headers())
+        if not response.prepared:
+            response.headers["X-Request-Id"] = rid
+        elapsed = time.perf_counter() - started
+        route = _route_template(request)
+        metrics = request.app[METRICS]
+        labels = (request.method, route, str(response.status))
+        metrics.http_request_duration.labels(*labels).observe(elapsed)
+        metrics.http_requests_total.labels(*labels).inc()
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "route": route,
+                "status": response.status,
+                "ms": round(elapsed * 1000, 2),
+            },
+        )
+        return response
+    finally:
+        request_id.reset(token)

@@ -1,0 +1,26 @@
+"""Typed keys of the application and request containers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from memoryd.config import Settings
+    from memoryd.handlers.context import Services
+    from memoryd.server.metrics import Metrics
+    from memoryd.server.ratelimit import RateLimiter
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+SERVICES: web.AppKey[Services] = web.AppKey("services")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+LIMITERS: web.AppKey[dict[str, RateLimiter]] = web.AppKey("limiters")
+STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
+
+# Request-scoped values.
+CALLER = "memoryd.caller"
+RATE_DECISION = "memoryd.rate_decision"
+REDIS: web.AppKey[Any] = web.AppKey("redis")  # redis.asyncio.Redis when REDIS_URL is set
+SHUTTING_DOWN: web.AppKey[asyncio.Event] = web.AppKey("shutting_down")

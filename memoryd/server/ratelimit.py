@@ -1,0 +1,58 @@
+"""Fixed-window rate limits kept in this process (shared through Redis in multi-node)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from memoryd.config import RateLimit
+
+_PRUNE_EVERY = 10_000  # keys; bounds memory under a flood of distinct clients
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float  # seconds until the window resets
+
+    def headers(self) -> dict[str, str]:
+        """The IETF draft ``RateLimit-*`` headers (as express-rate-limit sends them)."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(math.ceil(self.reset_after)),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(self.reset_after)))
+        return headers
+
+
+class RateLimiter:
+    def __init__(self, rule: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rule = rule
+        self._clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def hit(self, key: str) -> Decision | None:
+        """Count one request for ``key``; None when this limit is switched off."""
+        if not self.rule.enabled:
+            return None
+        now = self._clock()
+        start, count = self._windows.get(key, (now, 0))
+        if now - start >= self.rule.window:
+            start, count = now, 0
+        reset_after = start + self.rule.window - now
+        if count >= self.rule.limit:
+            return Decision(False, self.rule.limit, 0, reset_after)
+        self._windows[key] = (start, count + 1)
+        if len(self._windows) > _PRUNE_EVERY:
+            self._prune(now)
+        return Decision(True, self.rule.limit, self.rule.limit - count - 1, reset_after)
+
+    def _prune(self, now: float) -> None:
+        window = self.rule.window
+        self._windows = {k: v for k, v in self._windows.items() if now - v[0] < window}

@@ -1,0 +1,58 @@
+"""The per-user event log: appended in the same transaction as the change it records."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from memoryd.protocol.models import Event
+from memoryd.storage.database import Database
+
+_APPEND = """
+WITH head AS (
+    INSERT INTO user_event_heads (user_id, head_seq) VALUES ($1, 1)
+    ON CONFLICT (user_id) DO UPDATE SET head_seq = user_event_heads.head_seq + 1
+    RETURNING head_seq
+)
+INSERT INTO user_events (user_id, seq, type, payload)
+SELECT $1, head_seq, $2, $3 FROM head
+RETURNING seq, created_at
+"""
+
+
+async def append_event(conn: asyncpg.Connection, user_id: UUID, type_: str, data: Any) -> Event:
+    """Append one event inside the caller's transaction.
+
+    The head row is locked until commit, so seqs of one user are gap-free and follow
+    commit order: a reader never sees seq N+1 committed before seq N.
+    """
+    row = await conn.fetchrow(_APPEND, user_id, type_, data)
+    assert row is not None
+    return Event(seq=row["seq"], type=type_, data=data, created_at=row["created_at"])
+
+
+class EventStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def head(self, user_id: UUID) -> int:
+        value = await self.db.fetchval(
+            "SELECT head_seq FROM user_event_heads WHERE user_id = $1", user_id
+        )
+        return int(value or 0)
+
+    async def get_after(self, user_id: UUID, after: int, limit: int = 1000) -> list[Event]:
+        """Events with ``seq > after`` in order, at most ``limit`` of them."""
+        rows = await self.db.fetch(
+            """SELECT seq, type, payload, created_at FROM user_events
+               WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
+            user_id,
+            after,
+            limit,
+        )
+        return [
+            Event(seq=r["seq"], type=r["type"], data=r["payload"], created_at=r["created_at"])
+            for r in rows
+        ]

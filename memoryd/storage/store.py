@@ -1,0 +1,21 @@
+"""One object holding every repository, built from one `Database`."""
+
+from __future__ import annotations
+
+from memoryd.storage.categories import CategoryStore
+from memoryd.storage.database import Database
+from memoryd.storage.events import EventStore
+from memoryd.storage.memories import MemoryStore
+from memoryd.storage.messages import MessageStore
+from memoryd.storage.users import RefreshTokenStore, UserStore
+
+
+class Storage:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.users = UserStore(db)
+        self.refresh_tokens = RefreshTokenStore(db)
+        self.categories = CategoryStore(db)
+        self.memories = MemoryStore(db)
+        self.messages = MessageStore(db)
+        self.events = EventStore(db)
