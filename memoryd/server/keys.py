@@ -9,9 +9,9 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from memoryd.config import Settings
-    from memoryd.handlers.context import Services
+    from memoryd.handlers.context import Caller, Services
     from memoryd.server.metrics import Metrics
-    from memoryd.server.ratelimit import RateLimiter
+    from memoryd.server.ratelimit import Decision, RateLimiter
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
@@ -20,7 +20,7 @@ LIMITERS: web.AppKey[dict[str, RateLimiter]] = web.AppKey("limiters")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
 
 # Request-scoped values.
-CALLER = "memoryd.caller"
-RATE_DECISION = "memoryd.rate_decision"
+CALLER: web.RequestKey[Caller] = web.RequestKey("caller")
+RATE_DECISION: web.RequestKey[Decision] = web.RequestKey("rate_decision")
 REDIS: web.AppKey[Any] = web.AppKey("redis")  # redis.asyncio.Redis when REDIS_URL is set
 SHUTTING_DOWN: web.AppKey[asyncio.Event] = web.AppKey("shutting_down")

@@ -1,0 +1,88 @@
+"""A small REST client for the tests, speaking plain HTTP to a real server."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+PASSWORD = "Passw0rd!"
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def error_code(self) -> str | None:
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
+            return self.body["error"].get("code")
+        return None
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str | None = None) -> None:
+        self.session = session
+        self.url = url
+        self.token = token
+
+    def as_user(self, token: str | None) -> Api:
+        return Api(self.session, self.url, token)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Any = None,
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> Response:
+        all_headers = dict(headers or {})
+        bearer = token or self.token
+        if bearer and "Authorization" not in all_headers:
+            all_headers["Authorization"] = f"Bearer {bearer}"
+        async with self.session.request(
+            method, self.url + path, json=json, data=data, params=params, headers=all_headers
+        ) as resp:
+            raw = await resp.read()
+            try:
+                body = await resp.json(content_type=None) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")
+            return Response(resp.status, body, dict(resp.headers))
+
+    async def get(self, path: str, **kw: Any) -> Response:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> Response:
+        return await self.request("POST", path, **kw)
+
+    async def patch(self, path: str, **kw: Any) -> Response:
+        return await self.request("PATCH", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Response:
+        return await self.request("DELETE", path, **kw)
+
+    async def register(self, **fields: Any) -> Api:
+        """Register a fresh user; return a client acting as that user (``.user`` set)."""
+        body = {
+            "email": f"user-{uuid.uuid4().hex[:12]}@example.com",
+            "password": PASSWORD,
+            "firstName": "Test",
+            "lastName": "User",
+            **fields,
+        }
+        resp = await self.post("/api/auth/register", json=body, token="")
+        assert resp.status == 201, resp.body
+        client = self.as_user(resp.body["accessToken"])
+        client.user = resp.body["user"]  # type: ignore[attr-defined]
+        client.refresh_token = resp.body["refreshToken"]  # type: ignore[attr-defined]
+        client.email = body["email"]  # type: ignore[attr-defined]
+        return client
