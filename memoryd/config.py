@@ -188,5 +188,7 @@ class _Env:
         except ValueError:
             parsed = RateLimit(-1, 0)
         if parsed.limit < 1 or parsed.window <= 0:
-            raise ConfigError(f"{name} must look like LIMIT/SECONDS, e.g. 100/900, or off (got {raw!r})")
+            raise ConfigError(
+                f"{name} must look like LIMIT/SECONDS, e.g. 100/900, or off (got {raw!r})"
+            )
         return parsed

@@ -65,12 +65,16 @@ class GoogleOAuth:
                 body: dict[str, Any] = await resp.json(content_type=None)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise GoogleUnavailable(f"Google token endpoint unreachable: {type(exc).__name__}") from None
+            raise GoogleUnavailable(
+                f"Google token endpoint unreachable: {type(exc).__name__}"
+            ) from None
         if status >= 500:
             raise GoogleUnavailable(f"Google token endpoint answered {status}")
         if status != 200 or "id_token" not in body:
             reason = body.get("error_description") or body.get("error") or f"HTTP {status}"
-            raise Unauthorized(f"Google rejected the authorization code: {reason}", code="oauth_failed")
+            raise Unauthorized(
+                f"Google rejected the authorization code: {reason}", code="oauth_failed"
+            )
         return await self.verify_id_token(str(body["id_token"]))
 
     async def verify_id_token(self, id_token: str) -> GoogleIdentity:

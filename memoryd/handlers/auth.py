@@ -18,7 +18,8 @@ from memoryd.storage.users import NewCategory
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PASSWORD_PATTERN = r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)(?=.*[@$!%*?&])[A-Za-z\d@$!%*?&]"
 Email = Annotated[
-    str, msgspec.Meta(max_length=255, pattern=EMAIL_PATTERN, extra={"message": "must be a valid email"})
+    str,
+    msgspec.Meta(max_length=255, pattern=EMAIL_PATTERN, extra={"message": "must be a valid email"}),
 ]
 Password = Annotated[
     str,
@@ -99,7 +100,9 @@ async def _issue_pair(svc: Services, user: User) -> AuthResult:
     await svc.store.refresh_tokens.issue(
         jti=refresh.jti, family_id=family, user_id=user.id, expires_at=refresh.expires_at
     )
-    return AuthResult(user=user, access_token=svc.tokens.issue_access(user), refresh_token=refresh.token)
+    return AuthResult(
+        user=user, access_token=svc.tokens.issue_access(user), refresh_token=refresh.token
+    )
 
 
 async def register(svc: Services, req: RegisterRequest) -> AuthResult:

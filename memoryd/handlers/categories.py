@@ -30,9 +30,9 @@ class CreateCategoryRequest(msgspec.Struct, rename="camel", kw_only=True):
 
 class UpdateCategoryRequest(msgspec.Struct, rename="camel", kw_only=True):
     name: CategoryName | UnsetType = UNSET
-    description: Description | None | UnsetType = UNSET
-    icon: Icon | None | UnsetType = UNSET
-    color: HexColor | None | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET
+    icon: Icon | UnsetType | None = UNSET
+    color: HexColor | UnsetType | None = UNSET
     sort_order: SortOrderValue | UnsetType = UNSET
 
 
@@ -42,7 +42,7 @@ def _not_found() -> NotFound:
 
 async def list_categories(svc: Services, caller: Caller) -> list[Category]:
     caller.require(Permission.READ_MEMORIES)
-    return await svc.store.categories.list(caller.user_id)
+    return await svc.store.categories.list_all(caller.user_id)
 
 
 async def create_category(svc: Services, caller: Caller, req: CreateCategoryRequest) -> Category:

@@ -11,9 +11,12 @@ from memoryd.errors import NotFound, ValidationFailed
 
 Page = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=100)]
-SortOrder = Annotated[str, msgspec.Meta(pattern="^(asc|desc)$", extra={"message": "must be asc or desc"})]
+SortOrder = Annotated[
+    str, msgspec.Meta(pattern="^(asc|desc)$", extra={"message": "must be asc or desc"})
+]
 HexColor = Annotated[
-    str, msgspec.Meta(pattern="^#[0-9A-Fa-f]{6}$", extra={"message": "must be a color like #1A2B3C"})
+    str,
+    msgspec.Meta(pattern="^#[0-9A-Fa-f]{6}$", extra={"message": "must be a color like #1A2B3C"}),
 ]
 
 

@@ -17,9 +17,14 @@ from memoryd.storage.memories import MemoryFilter
 
 Title = Annotated[str, msgspec.Meta(max_length=255)]
 Description = Annotated[str, msgspec.Meta(max_length=1000)]
-Tags = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=50)]], msgspec.Meta(max_length=10)]
+Tags = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=50)]], msgspec.Meta(max_length=10)
+]
 PrivacyLevel = Annotated[
-    str, msgspec.Meta(pattern="^(private|shared|public)$", extra={"message": "must be private, shared or public"})
+    str,
+    msgspec.Meta(
+        pattern="^(private|shared|public)$", extra={"message": "must be private, shared or public"}
+    ),
 ]
 SortBy = Annotated[
     str,
@@ -55,9 +60,9 @@ class CreateMemoryRequest(msgspec.Struct, rename="camel", kw_only=True):
 
 
 class UpdateMemoryRequest(msgspec.Struct, rename="camel", kw_only=True):
-    title: Title | None | UnsetType = UNSET
-    description: Description | None | UnsetType = UNSET
-    category_id: UUID | None | UnsetType = UNSET
+    title: Title | UnsetType | None = UNSET
+    description: Description | UnsetType | None = UNSET
+    category_id: UUID | UnsetType | None = UNSET
     content: Any | UnsetType = UNSET
     tags: Tags | UnsetType = UNSET
     metadata: Any | UnsetType = UNSET
@@ -77,7 +82,7 @@ def _not_found() -> NotFound:
 
 async def list_memories(svc: Services, caller: Caller, req: ListMemoriesRequest) -> MemoryPage:
     caller.require(Permission.READ_MEMORIES)
-    memories, total = await svc.store.memories.list(
+    memories, total = await svc.store.memories.find(
         caller.user_id,
         MemoryFilter(
             category_id=req.category_id,

@@ -85,7 +85,7 @@ async def list_messages(
     svc: Services, caller: Caller, memory_id: UUID, req: ListMessagesRequest
 ) -> MessagePage:
     caller.require(Permission.READ_MEMORIES)
-    messages, total = await svc.store.messages.list(
+    messages, total = await svc.store.messages.page(
         caller.user_id,
         memory_id,
         MessageWindow(

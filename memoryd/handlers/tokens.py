@@ -86,7 +86,9 @@ class TokenIssuer:
             "iat": now,
             "exp": expires_at,
         }
-        return IssuedRefresh(jwt.encode(payload, self._private, algorithm=ALGORITHM), jti, expires_at)
+        return IssuedRefresh(
+            jwt.encode(payload, self._private, algorithm=ALGORITHM), jti, expires_at
+        )
 
     def _decode(self, token: str, typ: str) -> dict[str, Any]:
         try:

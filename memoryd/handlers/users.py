@@ -15,10 +15,10 @@ from memoryd.protocol.models import User
 
 
 class UpdateProfileRequest(msgspec.Struct, rename="camel", kw_only=True):
-    username: Username | None | UnsetType = UNSET
-    first_name: Name | None | UnsetType = UNSET
-    last_name: Name | None | UnsetType = UNSET
-    avatar_url: Annotated[str, msgspec.Meta(max_length=2048)] | None | UnsetType = UNSET
+    username: Username | UnsetType | None = UNSET
+    first_name: Name | UnsetType | None = UNSET
+    last_name: Name | UnsetType | None = UNSET
+    avatar_url: Annotated[str, msgspec.Meta(max_length=2048)] | UnsetType | None = UNSET
     phone_number: (
         Annotated[
             str,
@@ -28,13 +28,18 @@ class UpdateProfileRequest(msgspec.Struct, rename="camel", kw_only=True):
                 extra={"message": "must be a phone number of at most 20 characters"},
             ),
         ]
-        | None
         | UnsetType
+        | None
     ) = UNSET
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] | UnsetType = UNSET
     language: Annotated[str, msgspec.Meta(min_length=2, max_length=10)] | UnsetType = UNSET
     theme_preference: (
-        Annotated[str, msgspec.Meta(pattern="^(light|dark|system)$", extra={"message": "must be light, dark or system"})]
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern="^(light|dark|system)$", extra={"message": "must be light, dark or system"}
+            ),
+        ]
         | UnsetType
     ) = UNSET
 

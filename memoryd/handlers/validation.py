@@ -70,4 +70,6 @@ def parse(model: type[T], data: Any, *, strict: bool = True) -> T:
     try:
         return model(**values)
     except (TypeError, ValueError) as exc:  # cross-field checks in __post_init__
-        raise ValidationFailed("Validation failed", details=[{"field": None, "message": str(exc)}]) from None
+        raise ValidationFailed(
+            "Validation failed", details=[{"field": None, "message": str(exc)}]
+        ) from None

@@ -38,9 +38,7 @@ _OUTBOUND_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        middlewares=[request_middleware], client_max_size=settings.max_body_bytes
-    )
+    app = web.Application(middlewares=[request_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[STARTED_AT] = time.time()

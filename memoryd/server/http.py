@@ -45,7 +45,9 @@ _STATUS_CODES = {
 }
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=_encode(data), status=status, content_type="application/json", headers=headers
     )
@@ -68,7 +70,9 @@ async def read_body(request: web.Request, *, allow_form: bool = False) -> Any:
             return _decode(raw)
         except msgspec.DecodeError as exc:
             raise ValidationFailed(
-                "Malformed JSON body", code="invalid_json", details=[{"field": None, "message": str(exc)}]
+                "Malformed JSON body",
+                code="invalid_json",
+                details=[{"field": None, "message": str(exc)}],
             ) from None
     if allow_form and ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form = await request.post()

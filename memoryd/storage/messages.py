@@ -137,7 +137,7 @@ class MessageStore:
         )
         return to_model(Message, row) if row else None
 
-    async def list(
+    async def page(
         self, user_id: UUID, memory_id: UUID, window: MessageWindow
     ) -> tuple[list[Message], int]:
         """One page of a memory's messages; NotFound when the memory is not the user's."""

@@ -80,9 +80,7 @@ async def _apply_pending(conn: asyncpg.Connection) -> list[int]:
 
 async def _enable_pgvector(conn: asyncpg.Connection) -> None:
     """pgvector is optional: enable it where the server has it, say so where it does not."""
-    available = await conn.fetchval(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
-    )
+    available = await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
     if not available:
         log.warning("pgvector is not available on this PostgreSQL; vector search falls back")
         return

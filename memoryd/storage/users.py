@@ -33,7 +33,9 @@ class Credentials:
 
 def _unique_conflict(exc: asyncpg.UniqueViolationError) -> Conflict:
     if "username" in (exc.constraint_name or ""):
-        return Conflict("That username is taken", details=[{"field": "username", "message": "taken"}])
+        return Conflict(
+            "That username is taken", details=[{"field": "username", "message": "taken"}]
+        )
     return Conflict(
         "An account with that email already exists",
         details=[{"field": "email", "message": "already registered"}],
@@ -93,9 +95,7 @@ class UserStore:
         return to_model(User, row) if row else None
 
     async def get_by_google_sub(self, sub: str) -> User | None:
-        row = await self.db.fetchrow(
-            f"SELECT {USER_COLUMNS} FROM users WHERE google_sub = $1", sub
-        )
+        row = await self.db.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE google_sub = $1", sub)
         return to_model(User, row) if row else None
 
     async def credentials(self, email: str) -> Credentials | None:
