@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
-
-import msgspec
-from msgspec import UNSET, UnsetType
 
 from memoryd.errors import NotFound
 from memoryd.handlers.context import Caller, Services
-from memoryd.handlers.fields import HexColor, changed_fields, require_changes
+from memoryd.handlers.fields import fields_of, require_changes
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.models import Category
-
-CategoryName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-Description = Annotated[str, msgspec.Meta(max_length=1000)]
-Icon = Annotated[str, msgspec.Meta(max_length=50)]
-SortOrderValue = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
-
-
-class CreateCategoryRequest(msgspec.Struct, rename="camel", kw_only=True):
-    name: CategoryName
-    description: Description | None = None
-    icon: Icon | None = None
-    color: HexColor | None = None
-    sort_order: SortOrderValue = 0
-
-
-class UpdateCategoryRequest(msgspec.Struct, rename="camel", kw_only=True):
-    name: CategoryName | UnsetType = UNSET
-    description: Description | UnsetType | None = UNSET
-    icon: Icon | UnsetType | None = UNSET
-    color: HexColor | UnsetType | None = UNSET
-    sort_order: SortOrderValue | UnsetType = UNSET
+from memoryd.protocol.requests import CreateCategoryRequest, UpdateCategoryRequest
 
 
 def _not_found() -> NotFound:
@@ -47,7 +23,9 @@ async def list_categories(svc: Services, caller: Caller) -> list[Category]:
 
 async def create_category(svc: Services, caller: Caller, req: CreateCategoryRequest) -> Category:
     caller.require(Permission.WRITE_MEMORIES)
-    category, event = await svc.store.categories.create(caller.user_id, msgspec.structs.asdict(req))
+    category, event = await svc.store.categories.create(
+        caller.user_id, fields_of(req, CreateCategoryRequest)
+    )
     svc.publish(caller.user_id, event)
     return category
 
@@ -56,7 +34,7 @@ async def update_category(
     svc: Services, caller: Caller, category_id: UUID, req: UpdateCategoryRequest
 ) -> Category:
     caller.require(Permission.WRITE_MEMORIES)
-    changes = changed_fields(req)
+    changes = fields_of(req, UpdateCategoryRequest)
     require_changes(changes)
     result = await svc.store.categories.update(caller.user_id, category_id, changes)
     if result is None:

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import msgspec
 
 from memoryd.errors import NotFound, ValidationFailed
 
-Page = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
-Limit = Annotated[int, msgspec.Meta(ge=1, le=100)]
-SortOrder = Annotated[
-    str, msgspec.Meta(pattern="^(asc|desc)$", extra={"message": "must be asc or desc"})
-]
-HexColor = Annotated[
-    str,
-    msgspec.Meta(pattern="^#[0-9A-Fa-f]{6}$", extra={"message": "must be a color like #1A2B3C"}),
-]
 
+def fields_of(request: msgspec.Struct, model: type[msgspec.Struct]) -> dict[str, Any]:
+    """The fields of ``model`` that ``request`` carries, skipping UNSET (absent in a PATCH).
 
-def changed_fields(request: msgspec.Struct) -> dict[str, Any]:
-    """The fields a PATCH request actually carries (absent ones are UNSET)."""
+    ``request`` may be a socket frame extending ``model``; its own ``id`` and target ids
+    are left out.
+    """
     return {
         name: value
-        for name in request.__struct_fields__
+        for name in model.__struct_fields__
         if (value := getattr(request, name)) is not msgspec.UNSET
     }
 

@@ -2,78 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
 from uuid import UUID
-
-import msgspec
-from msgspec import UNSET, UnsetType
 
 from memoryd.errors import NotFound
 from memoryd.handlers.context import Caller, Services
-from memoryd.handlers.fields import Limit, Page, SortOrder, changed_fields, require_changes
+from memoryd.handlers.fields import fields_of, require_changes
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.models import Memory, Pagination
+from memoryd.protocol.requests import (
+    CreateMemoryRequest,
+    ListMemoriesRequest,
+    MemoryPage,
+    UpdateMemoryRequest,
+)
 from memoryd.storage.memories import MemoryFilter
-
-Title = Annotated[str, msgspec.Meta(max_length=255)]
-Description = Annotated[str, msgspec.Meta(max_length=1000)]
-Tags = Annotated[
-    list[Annotated[str, msgspec.Meta(min_length=1, max_length=50)]], msgspec.Meta(max_length=10)
-]
-PrivacyLevel = Annotated[
-    str,
-    msgspec.Meta(
-        pattern="^(private|shared|public)$", extra={"message": "must be private, shared or public"}
-    ),
-]
-SortBy = Annotated[
-    str,
-    msgspec.Meta(
-        pattern="^(created_at|updated_at|title)$",
-        extra={"message": "must be created_at, updated_at or title"},
-    ),
-]
-
-
-class ListMemoriesRequest(msgspec.Struct, rename="camel", kw_only=True):
-    category_id: UUID | None = None
-    page: Page = 1
-    limit: Limit = 20
-    search: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    tags: Tags = []
-    is_favorite: bool | None = None
-    is_archived: bool | None = None
-    sort_by: SortBy = "updated_at"
-    sort_order: SortOrder = "desc"
-
-
-class CreateMemoryRequest(msgspec.Struct, rename="camel", kw_only=True):
-    title: Title | None = None
-    description: Description | None = None
-    category_id: UUID | None = None
-    content: Any = None
-    tags: Tags = []
-    metadata: Any = None
-    is_favorite: bool = False
-    is_archived: bool = False
-    privacy_level: PrivacyLevel = "private"
-
-
-class UpdateMemoryRequest(msgspec.Struct, rename="camel", kw_only=True):
-    title: Title | UnsetType | None = UNSET
-    description: Description | UnsetType | None = UNSET
-    category_id: UUID | UnsetType | None = UNSET
-    content: Any | UnsetType = UNSET
-    tags: Tags | UnsetType = UNSET
-    metadata: Any | UnsetType = UNSET
-    is_favorite: bool | UnsetType = UNSET
-    is_archived: bool | UnsetType = UNSET
-    privacy_level: PrivacyLevel | UnsetType = UNSET
-
-
-class MemoryPage(msgspec.Struct, rename="camel", kw_only=True):
-    memories: list[Memory]
-    pagination: Pagination
 
 
 def _not_found() -> NotFound:
@@ -109,7 +51,9 @@ async def get_memory(svc: Services, caller: Caller, memory_id: UUID) -> Memory:
 
 async def create_memory(svc: Services, caller: Caller, req: CreateMemoryRequest) -> Memory:
     caller.require(Permission.WRITE_MEMORIES)
-    memory, event = await svc.store.memories.create(caller.user_id, msgspec.structs.asdict(req))
+    memory, event = await svc.store.memories.create(
+        caller.user_id, fields_of(req, CreateMemoryRequest)
+    )
     svc.publish(caller.user_id, event)
     return memory
 
@@ -118,7 +62,7 @@ async def update_memory(
     svc: Services, caller: Caller, memory_id: UUID, req: UpdateMemoryRequest
 ) -> Memory:
     caller.require(Permission.WRITE_MEMORIES)
-    changes = changed_fields(req)
+    changes = fields_of(req, UpdateMemoryRequest)
     require_changes(changes)
     if changes.get("tags") is None and "tags" in changes:
         changes["tags"] = []

@@ -2,63 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
 from uuid import UUID
-
-import msgspec
-from msgspec import UNSET, UnsetType
 
 from memoryd.errors import NotFound
 from memoryd.handlers.context import Caller, Services
-from memoryd.handlers.fields import Limit, Page, SortOrder, changed_fields, require_changes
+from memoryd.handlers.fields import fields_of, require_changes
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.models import Message, Pagination
+from memoryd.protocol.requests import (
+    EditMessageRequest,
+    ListMessagesRequest,
+    MessagePage,
+    SendMessageRequest,
+    SendResult,
+)
 from memoryd.storage.messages import MessageWindow, NewMessage
-
-MAX_CONTENT = 10_000
-Content = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT)]
-MessageType = Annotated[
-    str,
-    msgspec.Meta(
-        pattern="^(text|voice|image|document)$",
-        extra={"message": "must be one of text, voice, image, document"},
-    ),
-]
-Attachments = Annotated[list[UUID], msgspec.Meta(max_length=5)]
-ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-
-
-class SendMessageRequest(msgspec.Struct, rename="camel", kw_only=True):
-    content: Content
-    message_type: MessageType = "text"
-    attachments: Attachments = []
-    metadata: Any = None
-    parent_id: UUID | None = None
-    client_msg_id: ClientMsgId | None = None
-
-
-class EditMessageRequest(msgspec.Struct, rename="camel", kw_only=True):
-    content: Content | UnsetType = UNSET
-    metadata: Any | UnsetType = UNSET
-
-
-class ListMessagesRequest(msgspec.Struct, rename="camel", kw_only=True):
-    page: Page = 1
-    limit: Limit = 50
-    before: datetime | None = None
-    after: datetime | None = None
-    sort_order: SortOrder = "desc"
-
-
-class MessagePage(msgspec.Struct, rename="camel", kw_only=True):
-    messages: list[Message]
-    pagination: Pagination
-
-
-class SendResult(msgspec.Struct, rename="camel", kw_only=True):
-    message: Message
-    created: bool  # False when the clientMsgId had been seen: the earlier message came back
 
 
 async def send_message(
@@ -120,7 +78,7 @@ async def edit_message(
     caller.require(Permission.WRITE_MEMORIES)
     if memory_id is not None:
         await get_message(svc, caller, message_id, memory_id)
-    changes = changed_fields(req)
+    changes = fields_of(req, EditMessageRequest)
     require_changes(changes)
     result = await svc.store.messages.update(caller.user_id, message_id, changes)
     if result is None:

@@ -10,7 +10,7 @@ from msgspec import UNSET, UnsetType
 from memoryd.errors import NotFound
 from memoryd.handlers.auth import Name, Username
 from memoryd.handlers.context import Caller, Services
-from memoryd.handlers.fields import changed_fields
+from memoryd.handlers.fields import fields_of
 from memoryd.protocol.models import User
 
 
@@ -52,7 +52,7 @@ async def get_me(svc: Services, caller: Caller) -> User:
 
 
 async def update_me(svc: Services, caller: Caller, req: UpdateProfileRequest) -> User:
-    changes = changed_fields(req)
+    changes = fields_of(req, UpdateProfileRequest)
     if not changes:
         return await get_me(svc, caller)
     user, event = await svc.store.users.update_profile(caller.user_id, changes)
