@@ -57,6 +57,16 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 20
     shutdown_timeout: float = 10.0
+    ws_hello_timeout: float = 10.0
+    ws_heartbeat: float = 30.0
+    ws_max_frame_bytes: int = 64 * 1024
+    max_content_chars: int = 10_000
+    ws_max_queue: int = 1024
+    ws_requests_per_second: float = 20.0
+    ws_request_burst: int = 60
+    ws_max_sockets_per_user: int = 10
+    ack_flush_interval: float = 1.0
+    event_retention_days: int = 30
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_chat_model: str = "gpt-4o-mini"
@@ -97,6 +107,15 @@ class Settings:
             db_pool_min=e.int("MEMORYD_DB_POOL_MIN", 2, minimum=1),
             db_pool_max=e.int("MEMORYD_DB_POOL_MAX", 20, minimum=1),
             shutdown_timeout=float(e.int("MEMORYD_SHUTDOWN_TIMEOUT", 10, minimum=1)),
+            ws_hello_timeout=float(e.int("MEMORYD_WS_HELLO_TIMEOUT", 10, minimum=1)),
+            ws_heartbeat=float(e.int("MEMORYD_WS_HEARTBEAT", 30, minimum=1)),
+            ws_max_frame_bytes=e.int("MEMORYD_WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024),
+            max_content_chars=e.int("MEMORYD_MAX_CONTENT_CHARS", 10_000, minimum=1),
+            ws_max_queue=e.int("MEMORYD_WS_MAX_QUEUE", 1024, minimum=16),
+            ws_requests_per_second=float(e.int("MEMORYD_WS_REQUESTS_PER_SECOND", 20, minimum=1)),
+            ws_request_burst=e.int("MEMORYD_WS_REQUEST_BURST", 60, minimum=1),
+            ws_max_sockets_per_user=e.int("MEMORYD_WS_MAX_SOCKETS_PER_USER", 10, minimum=1),
+            event_retention_days=e.int("MEMORYD_EVENT_RETENTION_DAYS", 30, minimum=1),
             openai_api_key=e.str("OPENAI_API_KEY"),
             openai_base_url=e.url("OPENAI_BASE_URL", ("http", "https")),
             openai_chat_model=e.str("OPENAI_CHAT_MODEL") or cls.openai_chat_model,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
+from uuid import UUID
 
 import msgspec
 
 from memoryd.errors import ClientError, Unauthorized
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.passwords import hash_password, needs_rehash, verify_password
+from memoryd.handlers.tokens import AccessClaims
 from memoryd.protocol.models import User
 from memoryd.storage.users import NewCategory
 
@@ -209,11 +211,15 @@ async def google_sign_in(svc: Services, req: OAuthRequest) -> OAuthResult:
     )
 
 
-async def authenticate(svc: Services, token: str) -> Caller:
-    claims = svc.tokens.verify_access(token)
+def caller_from_claims(claims: AccessClaims, device_id: UUID | None = None) -> Caller:
     return Caller(
         user_id=claims.user_id,
         email=claims.email,
         role=claims.role,
         permissions=claims.permissions,
+        device_id=device_id,
     )
+
+
+async def authenticate(svc: Services, token: str) -> Caller:
+    return caller_from_claims(svc.tokens.verify_access(token))

@@ -8,7 +8,7 @@ from memoryd.errors import NotFound
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.fields import fields_of, require_changes
 from memoryd.handlers.rbac import Permission
-from memoryd.protocol.models import Memory, Pagination
+from memoryd.protocol.models import Memory, Pagination, ReadMarker
 from memoryd.protocol.requests import (
     CreateMemoryRequest,
     ListMemoriesRequest,
@@ -79,3 +79,14 @@ async def delete_memory(svc: Services, caller: Caller, memory_id: UUID) -> None:
     if event is None:
         raise _not_found()
     svc.publish(caller.user_id, event)
+
+
+async def mark_read(svc: Services, caller: Caller, memory_id: UUID, seq: int) -> ReadMarker:
+    """Durable read state: every device sees the same unread count."""
+    caller.require(Permission.READ_MEMORIES)
+    result = await svc.store.memories.mark_read(caller.user_id, memory_id, seq)
+    if result is None:
+        raise _not_found()
+    marker_seq, event = result
+    svc.publish(caller.user_id, event)
+    return ReadMarker(memory_id=memory_id, seq=marker_seq)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from memoryd.errors import NotFound
+from memoryd.errors import NotFound, ValidationFailed
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.fields import fields_of, require_changes
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.models import Message, Pagination
 from memoryd.protocol.requests import (
     EditMessageRequest,
+    HistoryPage,
     ListMessagesRequest,
     MessagePage,
     SendMessageRequest,
@@ -19,10 +20,20 @@ from memoryd.protocol.requests import (
 from memoryd.storage.messages import MessageWindow, NewMessage
 
 
+def _check_content_length(svc: Services, content: object) -> None:
+    limit = svc.settings.max_content_chars
+    if isinstance(content, str) and len(content) > limit:
+        raise ValidationFailed(
+            "Validation failed",
+            details=[{"field": "content", "message": f"Expected `str` of length <= {limit}"}],
+        )
+
+
 async def send_message(
     svc: Services, caller: Caller, memory_id: UUID, req: SendMessageRequest
 ) -> SendResult:
     caller.require(Permission.WRITE_MEMORIES)
+    _check_content_length(svc, req.content)
     message, event = await svc.store.messages.create(
         caller.user_id,
         memory_id,
@@ -79,6 +90,7 @@ async def edit_message(
     if memory_id is not None:
         await get_message(svc, caller, message_id, memory_id)
     changes = fields_of(req, EditMessageRequest)
+    _check_content_length(svc, changes.get("content"))
     require_changes(changes)
     result = await svc.store.messages.update(caller.user_id, message_id, changes)
     if result is None:
@@ -97,3 +109,13 @@ async def delete_message(
     if event is None:
         raise NotFound("Message not found")
     svc.publish(caller.user_id, event)
+
+
+async def history(
+    svc: Services, caller: Caller, memory_id: UUID, before: int | None, limit: int
+) -> HistoryPage:
+    """The ``limit`` messages before per-memory seq ``before`` (or the newest), oldest first."""
+    caller.require(Permission.READ_MEMORIES)
+    messages = await svc.store.messages.history(caller.user_id, memory_id, before, limit + 1)
+    has_more = len(messages) > limit
+    return HistoryPage(messages=messages[1:] if has_more else messages, has_more=has_more)

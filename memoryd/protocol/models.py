@@ -62,6 +62,7 @@ class Memory(Resource, kw_only=True):
     is_archived: bool = False
     privacy_level: str = "private"
     last_message_seq: int = 0
+    last_read_seq: int = 0  # messages with seq <= this are read on every device
     message_count: int = 0
     created_at: datetime
     updated_at: datetime
@@ -89,6 +90,13 @@ class Deleted(Resource, kw_only=True):
 
     id: UUID
     memory_id: UUID | None = None
+
+
+class ReadMarker(Resource, kw_only=True):
+    """Event data of ``memory.read``: the memory's messages up to ``seq`` are read."""
+
+    memory_id: UUID
+    seq: int
 
 
 class Pagination(Resource, kw_only=True):

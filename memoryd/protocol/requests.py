@@ -110,8 +110,10 @@ class MemoryPage(msgspec.Struct, rename="camel", kw_only=True):
     pagination: Pagination
 
 
-MAX_CONTENT = 10_000
-Content = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT)]
+# A hard ceiling; the configured limit (MEMORYD_MAX_CONTENT_CHARS, default 10000 as in the
+# seed) is checked by the handler and announced in welcome.limits.
+MAX_CONTENT_CEILING = 1_000_000
+Content = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CONTENT_CEILING)]
 MessageType = Annotated[
     str,
     msgspec.Meta(
@@ -153,3 +155,14 @@ class MessagePage(msgspec.Struct, rename="camel", kw_only=True):
 class SendResult(msgspec.Struct, rename="camel", kw_only=True):
     message: Message
     created: bool  # False when the clientMsgId had been seen: the earlier message came back
+
+
+class HistoryPage(msgspec.Struct, rename="camel", kw_only=True):
+    """Reply of ``message.history``: oldest first; ``hasMore`` when older ones remain."""
+
+    messages: list[Message]
+    has_more: bool
+
+
+class MarkReadRequest(msgspec.Struct, rename="camel", kw_only=True):
+    seq: Annotated[int, msgspec.Meta(ge=0, le=2**62)]

@@ -13,10 +13,12 @@ from aiohttp import web
 
 from memoryd.bridges.google import GoogleOAuth
 from memoryd.config import Settings
-from memoryd.handlers.context import NoDelivery, Services
+from memoryd.handlers.context import Services
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.keys import load_or_create_keys
+from memoryd.server.acks import AckWriter
 from memoryd.server.http import request_middleware
+from memoryd.server.hub import Hub
 from memoryd.server.keys import (
     LIMITERS,
     METRICS,
@@ -24,11 +26,14 @@ from memoryd.server.keys import (
     SERVICES,
     SETTINGS,
     SHUTTING_DOWN,
+    SOCKETS,
     STARTED_AT,
 )
+from memoryd.server.maintenance import prune_events
 from memoryd.server.metrics import Metrics
 from memoryd.server.ratelimit import RateLimiter
 from memoryd.server.routes import auth, health, resources
+from memoryd.server.sockets import SocketServer
 from memoryd.storage.bootstrap import database_dsn, open_database
 from memoryd.storage.store import Storage
 
@@ -50,7 +55,8 @@ def create_app(settings: Settings) -> web.Application:
         "ai": RateLimiter(settings.rate_limit_ai),
     }
     app.cleanup_ctx.append(_services_ctx)
-    app.on_shutdown.append(_mark_shutting_down)
+    app.on_shutdown.append(_shutdown)
+    app.router.add_get("/ws", _websocket)
     app.add_routes(health.routes)
     app.add_routes(auth.routes)
     app.add_routes(resources.routes)
@@ -69,7 +75,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
                 settings.redis_url, socket_timeout=2, socket_connect_timeout=2
             )
         app[REDIS] = redis_client
-        app[SERVICES] = Services(
+        hub = Hub()
+        app[SERVICES] = services = Services(
             settings=settings,
             store=Storage(db),
             tokens=TokenIssuer(
@@ -78,12 +85,18 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
                 access_ttl=settings.access_token_ttl,
                 refresh_ttl=settings.refresh_token_ttl,
             ),
-            events=NoDelivery(),
+            events=hub,
             google=_google(settings, session),
         )
+        acks = AckWriter(services.store.devices, settings.ack_flush_interval)
+        acks.start()
+        app[SOCKETS] = SocketServer(settings, services, hub, app[METRICS], acks)
+        pruner = asyncio.create_task(prune_events(services.store.events, settings), name="pruner")
         try:
             yield
         finally:
+            pruner.cancel()
+            await acks.stop()
             await session.close()
             if redis_client is not None:
                 await redis_client.aclose()
@@ -102,5 +115,13 @@ def _google(settings: Settings, session: aiohttp.ClientSession) -> GoogleOAuth |
     )
 
 
-async def _mark_shutting_down(app: web.Application) -> None:
+async def _shutdown(app: web.Application) -> None:
+    """SIGTERM/SIGINT: /ready turns 503, sockets drain and close with 1012, acks are saved."""
     app[SHUTTING_DOWN].set()
+    sockets = app.get(SOCKETS)
+    if sockets is not None:
+        await sockets.shutdown(deadline=app[SETTINGS].shutdown_timeout / 2)
+
+
+async def _websocket(request: web.Request) -> web.StreamResponse:
+    return await request.app[SOCKETS].handle(request)

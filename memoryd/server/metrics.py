@@ -35,6 +35,31 @@ class Metrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60),
             registry=r,
         )
+        self.ws_frames_in = Counter(
+            "websocket_frames_in_total", "Client frames received, by type", ["type"], registry=r
+        )
+        self.ws_frames_out = Counter(
+            "websocket_frames_out_total", "Server frames sent, by type", ["type"], registry=r
+        )
+        self.ws_fanout_latency = Histogram(
+            "websocket_fanout_latency_seconds",
+            "Time from commit (publish) to the socket write of a live event",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
+        self.ws_queue_drops = Counter(
+            "websocket_queue_drops_total",
+            "Ephemeral signals dropped because a socket's queue was filling",
+            registry=r,
+        )
+        self.ws_slow_consumer_closes = Counter(
+            "websocket_slow_consumer_closes_total",
+            "Sockets closed with 4009 because their outbound queue overflowed",
+            registry=r,
+        )
+        self.ws_replayed_events = Counter(
+            "websocket_replayed_events_total", "Events sent from the log (resume, gaps)", registry=r
+        )
         self.rate_limited_total = Counter(
             "rate_limited_total", "Requests refused by a rate limit", ["limit"], registry=r
         )

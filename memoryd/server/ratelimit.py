@@ -56,3 +56,26 @@ class RateLimiter:
     def _prune(self, now: float) -> None:
         window = self.rule.window
         self._windows = {k: v for k, v in self._windows.items() if now - v[0] < window}
+
+
+class TokenBucket:
+    """Per-connection request rate: ``rate`` tokens a second, at most ``burst`` saved."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self) -> float:
+        """Take one token; 0.0 when granted, else the seconds until one is available."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate

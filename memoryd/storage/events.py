@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -42,6 +43,30 @@ class EventStore:
             "SELECT head_seq FROM user_event_heads WHERE user_id = $1", user_id
         )
         return int(value or 0)
+
+    async def positions(self, user_id: UUID) -> tuple[int, int]:
+        """``(head_seq, pruned_seq)``: the newest seq, and the newest seq already pruned."""
+        row = await self.db.fetchrow(
+            "SELECT head_seq, pruned_seq FROM user_event_heads WHERE user_id = $1", user_id
+        )
+        return (int(row["head_seq"]), int(row["pruned_seq"])) if row else (0, 0)
+
+    async def prune(self, older_than: datetime, batch: int = 10_000) -> int:
+        """Delete events created before ``older_than``; remember per user what is gone."""
+        deleted = await self.db.fetchval(
+            """WITH gone AS (
+                   DELETE FROM user_events WHERE ctid IN (
+                       SELECT ctid FROM user_events WHERE created_at < $1 LIMIT $2)
+                   RETURNING user_id, seq),
+               marks AS (
+                   UPDATE user_event_heads h SET pruned_seq = GREATEST(h.pruned_seq, g.max_seq)
+                   FROM (SELECT user_id, max(seq) AS max_seq FROM gone GROUP BY user_id) g
+                   WHERE h.user_id = g.user_id)
+               SELECT count(*) FROM gone""",
+            older_than,
+            batch,
+        )
+        return int(deleted)
 
     async def get_after(self, user_id: UUID, after: int, limit: int = 1000) -> list[Event]:
         """Events with ``seq > after`` in order, at most ``limit`` of them."""

@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from memoryd.errors import ValidationFailed
-from memoryd.protocol.models import Deleted, Event, Memory
+from memoryd.protocol.models import Deleted, Event, Memory, ReadMarker
 from memoryd.storage.database import Database
 from memoryd.storage.events import append_event
 from memoryd.storage.rows import MEMORY_COLUMNS, set_clause, to_model, to_models
@@ -63,9 +63,14 @@ class MemoryStore:
             where.append(f"category_id = {param(f.category_id)}")
         if f.search:
             pattern = param(f"%{_escape_like(f.search)}%")
+            # Content is searched by its string and number values: its JSON text would also
+            # match keys ("text" found in every {"text": ...}) and escaped quotes.
             where.append(
                 f"(title ILIKE {pattern} OR description ILIKE {pattern}"
-                f" OR content::text ILIKE {pattern} OR array_to_string(tags, ' ') ILIKE {pattern})"
+                f" OR array_to_string(tags, ' ') ILIKE {pattern}"
+                " OR EXISTS (SELECT 1 FROM jsonb_path_query(content, 'strict $.**') AS v"
+                "   WHERE jsonb_typeof(v) IN ('string', 'number')"
+                f"   AND v #>> '{{}}' ILIKE {pattern}))"
             )
         if f.tags:
             where.append(f"tags @> {param(list(f.tags))}::text[]")
@@ -124,6 +129,33 @@ class MemoryStore:
                 return None
             memory = to_model(Memory, row)
             return memory, await append_event(conn, user_id, "memory.updated", memory)
+
+    async def mark_read(
+        self, user_id: UUID, memory_id: UUID, seq: int
+    ) -> tuple[int, Event | None] | None:
+        """Move the read marker forward (never back, never past the last message).
+
+        Returns the marker and its ``memory.read`` event (None when it did not move), or
+        None when the memory is not the user's.
+        """
+        async with self.db.transaction() as conn:
+            row = await conn.fetchrow(
+                """UPDATE memories SET last_read_seq = LEAST($3, last_message_seq)
+                   WHERE user_id = $1 AND id = $2 AND last_read_seq < LEAST($3, last_message_seq)
+                   RETURNING last_read_seq""",
+                user_id,
+                memory_id,
+                seq,
+            )
+            if row is None:
+                current = await conn.fetchval(
+                    "SELECT last_read_seq FROM memories WHERE user_id = $1 AND id = $2",
+                    user_id,
+                    memory_id,
+                )
+                return None if current is None else (int(current), None)
+            marker = ReadMarker(memory_id=memory_id, seq=row["last_read_seq"])
+            return marker.seq, await append_event(conn, user_id, "memory.read", marker)
 
     async def delete(self, user_id: UUID, memory_id: UUID) -> Event | None:
         async with self.db.transaction() as conn:

@@ -16,7 +16,7 @@ CATEGORY_COLUMNS = """id, user_id, name, description, icon, color, is_default, s
     created_at, updated_at"""
 
 MEMORY_COLUMNS = """id, user_id, category_id, title, description, content, tags, metadata,
-    is_favorite, is_archived, privacy_level, last_message_seq, message_count,
+    is_favorite, is_archived, privacy_level, last_message_seq, last_read_seq, message_count,
     created_at, updated_at"""
 
 MESSAGE_COLUMNS = """id, memory_id, user_id, seq, client_msg_id, content, message_type,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from memoryd.storage.categories import CategoryStore
 from memoryd.storage.database import Database
+from memoryd.storage.devices import DeviceStore
 from memoryd.storage.events import EventStore
 from memoryd.storage.memories import MemoryStore
 from memoryd.storage.messages import MessageStore
@@ -19,3 +20,4 @@ class Storage:
         self.memories = MemoryStore(db)
         self.messages = MessageStore(db)
         self.events = EventStore(db)
+        self.devices = DeviceStore(db)

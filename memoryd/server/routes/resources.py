@@ -9,6 +9,7 @@ from aiohttp import web
 from memoryd.handlers import categories, memories, messages
 from memoryd.handlers.fields import parse_id
 from memoryd.handlers.validation import parse
+from memoryd.protocol.requests import MarkReadRequest
 from memoryd.server.http import caller, json_response, read_body, services
 
 routes = web.RouteTableDef()
@@ -103,6 +104,15 @@ async def delete_memory(request: web.Request) -> web.Response:
     who = await caller(request)
     await memories.delete_memory(services(request), who, _path_id(request, "id", "Memory"))
     return web.Response(status=204)
+
+
+@routes.post("/api/memories/{id}/read")
+async def mark_read(request: web.Request) -> web.Response:
+    who = await caller(request)
+    memory_id = _path_id(request, "id", "Memory")
+    req = parse(MarkReadRequest, await read_body(request))
+    marker = await memories.mark_read(services(request), who, memory_id, req.seq)
+    return json_response({"read": marker})
 
 
 # -- messages ---------------------------------------------------------------------------

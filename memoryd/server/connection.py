@@ -1,0 +1,241 @@
+"""One device session over one WebSocket: bounded outbound queue, writer, catch-up.
+
+Live events come from the hub (``deliver_live``), replayed ones from the event log
+(``_catch_up``); a `DeliveryCursor` keeps them gap-free, in order and without duplicates.
+Nothing here awaits a slow peer on the fan-out path: ``push`` is synchronous and a full
+queue closes the socket with 4009 (the device resumes from its last ack). Ephemeral
+signals are dropped first, once the queue is half full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from enum import IntEnum
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
+
+from aiohttp import WSMsgType, web
+
+from memoryd.handlers.context import Caller
+from memoryd.protocol.codec import Codec
+from memoryd.protocol.delivery import DeliveryCursor
+from memoryd.protocol.errors import CloseCode
+from memoryd.protocol.frames import EventFrame, ServerFrame
+from memoryd.server.hub import OutboundEvent
+from memoryd.server.ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from memoryd.server.sockets import SocketServer
+
+log = logging.getLogger("memoryd.ws")
+
+REPLAY_BATCH = 500
+_CLOSE_DEADLINE = 3.0
+
+
+class Kind(IntEnum):
+    CONTROL = 0  # welcome, reply, error
+    EVENT = 1
+    SIGNAL = 2
+
+
+class Connection:
+    def __init__(
+        self, server: SocketServer, ws: web.WebSocketResponse, request: web.Request, codec: Codec
+    ) -> None:
+        self.server = server
+        self.ws = ws
+        self.request = request
+        self.codec = codec
+        self.session_id = uuid4()
+        self.caller: Caller | None = None
+        self.cursor: DeliveryCursor[OutboundEvent] | None = None
+        self.closing = False
+        self.acked_seq = 0
+        settings = server.settings
+        self.max_queue = settings.ws_max_queue
+        self.bucket = TokenBucket(settings.ws_requests_per_second, settings.ws_request_burst)
+        self.violations: deque[float] = deque()
+        self._queue: deque[tuple[bytes, Kind, str, float]] = deque()
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Event()
+        self._opcode = WSMsgType.BINARY if codec.binary else WSMsgType.TEXT
+        self._writer: asyncio.Task[None] | None = None
+        self._catch_up_task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._drained = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def user_id(self) -> UUID | None:
+        return self.caller.user_id if self.caller else None
+
+    @property
+    def device_id(self) -> UUID | None:
+        return self.caller.device_id if self.caller else None
+
+    # -- outbound -----------------------------------------------------------------------
+
+    def send(self, frame: ServerFrame, label: str) -> None:
+        """Queue a control frame (welcome, reply, error)."""
+        self._push(self.codec.encode(frame), Kind.CONTROL, label, 0.0)
+
+    def push_signal(self, data: bytes, name: str) -> None:
+        if len(self._queue) >= self.max_queue // 2:
+            self.server.metrics.ws_queue_drops.inc()
+            return
+        self._push(data, Kind.SIGNAL, "signal", 0.0)
+
+    def _push(self, data: bytes, kind: Kind, label: str, published_at: float) -> None:
+        if self.closing:
+            return
+        if len(self._queue) >= self.max_queue:
+            self.server.metrics.ws_slow_consumer_closes.inc()
+            log.warning("slow consumer", extra={"device": str(self.device_id)})
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+            return
+        self._queue.append((data, kind, label, published_at))
+        self._wakeup.set()
+
+    async def _push_replayed(self, data: bytes) -> None:
+        """Replay is pulled from the log, so it waits for room instead of overflowing."""
+        while len(self._queue) >= self.max_queue // 2 and not self.closing:
+            self._space.clear()
+            await self._space.wait()
+        self._push(data, Kind.EVENT, "event", 0.0)
+
+    async def _write_loop(self) -> None:
+        metrics = self.server.metrics
+        half = self.max_queue // 2
+        try:
+            while True:
+                while not self._queue:
+                    self._drained.set()
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                self._drained.clear()
+                data, _kind, label, published_at = self._queue.popleft()
+                if len(self._queue) < half:
+                    self._space.set()
+                await self.ws.send_frame(data, self._opcode)
+                metrics.ws_frames_out.labels(label).inc()
+                if published_at:
+                    metrics.ws_fanout_latency.observe(time.perf_counter() - published_at)
+        except (ConnectionError, RuntimeError):
+            self.close_soon(CloseCode.GOING_AWAY, "write failed")
+
+    # -- events -------------------------------------------------------------------------
+
+    def start(self, cursor: DeliveryCursor[OutboundEvent]) -> None:
+        """Begin writing and replaying; live events are buffered until caught up."""
+        self.cursor = cursor
+        self._writer = asyncio.create_task(self._write_loop(), name="memoryd-ws-writer")
+        self._start_catch_up()
+
+    def deliver_live(self, outbound: OutboundEvent) -> None:
+        if self.cursor is None or self.closing:
+            return
+        offer = self.cursor.offer_live(outbound.seq, outbound)
+        for item in offer.send:
+            self._push(item.encoded(self.codec), Kind.EVENT, "event", item.published_at)
+        if offer.start_catch_up:
+            self._start_catch_up()
+
+    def _start_catch_up(self) -> None:
+        if self._catch_up_task is None or self._catch_up_task.done():
+            self._catch_up_task = asyncio.create_task(self._catch_up(), name="memoryd-catch-up")
+
+    async def _catch_up(self) -> None:
+        assert self.cursor is not None and self.caller is not None
+        cursor, events = self.cursor, self.server.services.store.events
+        try:
+            while not self.closing:
+                rows = await events.get_after(
+                    self.caller.user_id, cursor.begin_read(), REPLAY_BATCH
+                )
+                for event in rows:
+                    if cursor.accept_replayed(event.seq):
+                        frame = EventFrame(seq=event.seq, event=event.type, data=event.data)
+                        await self._push_replayed(self.codec.encode(frame))
+                        self.server.metrics.ws_replayed_events.inc()
+                if len(rows) == REPLAY_BATCH:
+                    continue
+                ready, caught_up = cursor.finish_read()
+                for item in ready:
+                    self._push(item.encoded(self.codec), Kind.EVENT, "event", item.published_at)
+                if caught_up:
+                    return
+                if not rows:  # the missing seq's publish is still on its way
+                    await asyncio.sleep(0.005)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("catch-up failed", extra={"device": str(self.device_id)})
+            self.close_soon(CloseCode.INTERNAL_ERROR, "catch-up failed")
+
+    def on_ack(self, seq: int) -> None:
+        assert self.caller is not None and self.caller.device_id is not None
+        sent = self.cursor.last_seq if self.cursor else 0
+        seq = min(seq, sent)  # never acknowledge what was not sent
+        if seq > self.acked_seq:
+            self.acked_seq = seq
+            self.server.acks.record(self.caller.user_id, self.caller.device_id, seq)
+
+    # -- auth expiry --------------------------------------------------------------------
+
+    def expire_at(self, unix_time: float) -> None:
+        """Close with 4001 when the access token expires, unless refreshed before."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, unix_time - time.time())
+        self._expiry = loop.call_later(
+            delay, self.close_soon, CloseCode.UNAUTHORIZED, "token expired"
+        )
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close_soon(self, code: int, reason: str) -> None:
+        if not self.closing:
+            task = asyncio.create_task(self.close(code, reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._space.set()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()), _CLOSE_DEADLINE
+            )
+        except (TimeoutError, ConnectionError, RuntimeError):
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()  # a peer that reads nothing cannot take a close frame
+
+    async def cleanup(self) -> None:
+        """Stop the tasks of a finished connection."""
+        self.closing = True
+        self._space.set()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for task in (self._writer, self._catch_up_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def flush_and_close(self, code: int, reason: str, deadline: float) -> None:
+        """Graceful close: let queued frames go out (bounded by ``deadline``), then close."""
+        if self._queue and not self.ws.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), deadline)
+        await self.close(code, reason)

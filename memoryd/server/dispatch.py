@@ -1,0 +1,68 @@
+"""Socket requests -> the same handlers the REST API calls. One place, one table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from memoryd.errors import Unauthorized
+from memoryd.handlers import categories, memories, messages
+from memoryd.handlers.auth import caller_from_claims
+from memoryd.protocol import frames as f
+
+if TYPE_CHECKING:
+    from memoryd.server.connection import Connection
+
+
+async def dispatch(conn: Connection, frame: f.Request) -> Any:
+    """Run one request; return the reply's ``data``. ClientError propagates as an error frame."""
+    svc = conn.server.services
+    who = conn.caller
+    assert who is not None
+    match frame:
+        case f.Ping():
+            return {"pong": True, "time": datetime.now(UTC)}
+        case f.AuthRefresh():
+            claims = svc.tokens.verify_access(frame.access_token)
+            if claims.user_id != who.user_id:
+                raise Unauthorized("That token belongs to another user", code="unauthorized")
+            conn.caller = caller_from_claims(claims, device_id=who.device_id)
+            conn.expire_at(claims.expires_at.timestamp())
+            return {"expiresAt": claims.expires_at}
+        case f.Typing():
+            data = {"memoryId": frame.memory_id, "deviceId": who.device_id, "userId": who.user_id}
+            conn.server.hub.signal(who.user_id, "typing", data, exclude=conn)
+            return None
+        case f.Read():
+            return await memories.mark_read(svc, who, frame.memory_id, frame.seq)
+        case f.MemoryList():
+            return await memories.list_memories(svc, who, frame)
+        case f.MemoryGet():
+            return await memories.get_memory(svc, who, frame.memory_id)
+        case f.MemoryCreate():
+            return await memories.create_memory(svc, who, frame)
+        case f.MemoryUpdate():
+            return await memories.update_memory(svc, who, frame.memory_id, frame)
+        case f.MemoryDelete():
+            await memories.delete_memory(svc, who, frame.memory_id)
+            return {"deleted": True}
+        case f.CategoryList():
+            return {"categories": await categories.list_categories(svc, who)}
+        case f.CategoryCreate():
+            return await categories.create_category(svc, who, frame)
+        case f.CategoryUpdate():
+            return await categories.update_category(svc, who, frame.category_id, frame)
+        case f.CategoryDelete():
+            await categories.delete_category(svc, who, frame.category_id)
+            return {"deleted": True}
+        case f.MessageSend():
+            result = await messages.send_message(svc, who, frame.memory_id, frame)
+            return result.message
+        case f.MessageEdit():
+            return await messages.edit_message(svc, who, frame.message_id, frame)
+        case f.MessageDelete():
+            await messages.delete_message(svc, who, frame.message_id)
+            return {"deleted": True}
+        case f.MessageHistory():
+            return await messages.history(svc, who, frame.memory_id, frame.before, frame.limit)
+    raise AssertionError(f"no dispatch for {type(frame).__name__}")  # pragma: no cover

@@ -1,0 +1,269 @@
+"""``GET /ws``: the handshake, the read loop and graceful shutdown of device sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+from aiohttp import WSMsgType, web
+
+from memoryd.config import Settings
+from memoryd.errors import ClientError, RateLimited
+from memoryd.handlers.auth import caller_from_claims
+from memoryd.handlers.context import Services
+from memoryd.protocol import frames as f
+from memoryd.protocol.codec import SUBPROTOCOLS, codec_for
+from memoryd.protocol.delivery import DeliveryCursor
+from memoryd.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from memoryd.server.acks import AckWriter
+from memoryd.server.connection import Connection
+from memoryd.server.dispatch import dispatch
+from memoryd.server.hub import Hub, OutboundEvent
+from memoryd.server.metrics import Metrics
+
+log = logging.getLogger("memoryd.ws")
+
+# Frames up to this many times the announced limit get an error frame; beyond it the
+# WebSocket layer itself closes with 1009 (we never buffer unbounded input).
+_HARD_FRAME_FACTOR = 4
+_ABUSE_WINDOW = 10.0
+
+
+class SocketServer:
+    def __init__(
+        self, settings: Settings, services: Services, hub: Hub, metrics: Metrics, acks: AckWriter
+    ) -> None:
+        self.settings = settings
+        self.services = services
+        self.hub = hub
+        self.metrics = metrics
+        self.acks = acks
+        self.limits = f.Limits(
+            max_frame_bytes=settings.ws_max_frame_bytes,
+            max_content_chars=settings.max_content_chars,
+            max_queue=settings.ws_max_queue,
+            requests_per_second=settings.ws_requests_per_second,
+            request_burst=settings.ws_request_burst,
+            max_sockets_per_user=settings.ws_max_sockets_per_user,
+        )
+        self.accepting = True
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        settings = self.settings
+        ws = web.WebSocketResponse(
+            protocols=SUBPROTOCOLS,
+            heartbeat=settings.ws_heartbeat,
+            max_msg_size=settings.ws_max_frame_bytes * _HARD_FRAME_FACTOR,
+            decode_text=False,
+            compress=False,  # per-socket deflate would undo encode-once fan-out
+        )
+        if not self.accepting:
+            raise web.HTTPServiceUnavailable(reason="server shutting down")
+        await ws.prepare(request)
+        conn = Connection(self, ws, request, codec_for(ws.ws_protocol))
+        self.metrics.websocket_connections_active.inc()
+        try:
+            if await self._handshake(conn):
+                await self._read_loop(conn)
+        finally:
+            self.metrics.websocket_connections_active.dec()
+            self.hub.remove(conn)
+            await conn.cleanup()
+            if conn.caller is not None:
+                self._announce_presence(conn, online=False)
+                await self.acks.flush()
+        return ws
+
+    # -- handshake ----------------------------------------------------------------------
+
+    async def _handshake(self, conn: Connection) -> bool:
+        hello = await self._receive_hello(conn)
+        if hello is None:
+            return False
+        svc = self.services
+        try:
+            claims = svc.tokens.verify_access(hello.token)
+        except ClientError as exc:
+            await self._refuse(conn, exc.code, exc.message, CloseCode.UNAUTHORIZED)
+            return False
+        if self.hub.count_for(claims.user_id) >= self.settings.ws_max_sockets_per_user:
+            message = f"at most {self.settings.ws_max_sockets_per_user} sockets per user"
+            await self._refuse(conn, ErrorCode.RATE_LIMITED, message, CloseCode.POLICY)
+            return False
+        device = await svc.store.devices.open(claims.user_id, hello.device_id, hello.client)
+        conn.caller = caller_from_claims(claims, device_id=device.id)
+        head, pruned = await svc.store.events.positions(claims.user_id)
+        start, resync = _resume_point(
+            hello.last_seq, device.acked_seq, device.created, head, pruned
+        )
+        conn.acked_seq = min(start, device.acked_seq)
+        previous = self.hub.add(conn)  # before the log is read: no event can fall between
+        if previous is not None:
+            await previous.close(CloseCode.SUPERSEDED, "superseded by a newer connection")
+        conn.send(
+            f.Welcome(
+                user_id=claims.user_id,
+                device_id=device.id,
+                session_id=conn.session_id,
+                head_seq=head,
+                heartbeat=self.settings.ws_heartbeat,
+                limits=self.limits,
+                resync=resync,
+            ),
+            "welcome",
+        )
+        conn.expire_at(claims.expires_at.timestamp())
+        conn.start(DeliveryCursor[OutboundEvent](start, buffer_limit=self.settings.ws_max_queue))
+        self._announce_presence(conn, online=True)
+        return True
+
+    async def _receive_hello(self, conn: Connection) -> f.Hello | None:
+        try:
+            msg = await conn.ws.receive(timeout=self.settings.ws_hello_timeout)
+        except TimeoutError:
+            await self._refuse(
+                conn, ErrorCode.HELLO_REQUIRED, "no hello in time", CloseCode.UNAUTHORIZED
+            )
+            return None
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return None
+        try:
+            frame = conn.codec.decode(msg.data, max_bytes=self.settings.ws_max_frame_bytes)
+        except ProtocolError as exc:
+            await self._refuse(conn, exc.code, exc.message, CloseCode.UNAUTHORIZED)
+            return None
+        if not isinstance(frame, f.Hello):
+            message = "the first frame must be hello"
+            await self._refuse(conn, ErrorCode.HELLO_REQUIRED, message, CloseCode.UNAUTHORIZED)
+            return None
+        return frame
+
+    async def _refuse(self, conn: Connection, code: str, message: str, close: CloseCode) -> None:
+        """Tell the client why (an error frame), then close: used before the session exists."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await conn.ws.send_frame(
+                conn.codec.encode(f.Error(code=str(code), message=message)),
+                WSMsgType.BINARY if conn.codec.binary else WSMsgType.TEXT,
+            )
+        await conn.close(close, message)
+
+    def _announce_presence(self, conn: Connection, *, online: bool) -> None:
+        assert conn.caller is not None
+        data = {"deviceId": conn.caller.device_id, "online": online}
+        self.hub.signal(conn.caller.user_id, "presence", data, exclude=conn)
+
+    # -- read loop ----------------------------------------------------------------------
+
+    async def _read_loop(self, conn: Connection) -> None:
+        frames_in = self.metrics.ws_frames_in
+        max_bytes = self.settings.ws_max_frame_bytes
+        async for msg in conn.ws:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            try:
+                frame = conn.codec.decode(msg.data, max_bytes=max_bytes)
+            except ProtocolError as exc:
+                frames_in.labels("invalid").inc()
+                conn.send(_error_frame(exc), "error")
+                continue
+            frames_in.labels(type(frame).__struct_config__.tag).inc()
+            if isinstance(frame, f.Ack):
+                conn.on_ack(frame.seq)
+            elif isinstance(frame, f.Hello):
+                conn.send(
+                    f.Error(code=ErrorCode.ALREADY_AUTHENTICATED, message="hello was already sent"),
+                    "error",
+                )
+            else:
+                await self._request(conn, frame)
+            if conn.closing:
+                break
+
+    async def _request(self, conn: Connection, frame: f.Request) -> None:
+        request_id = frame.id
+        wait = conn.bucket.take()
+        if wait:
+            self._count_violation(conn)
+            if request_id is not None:
+                conn.send(
+                    f.Error(
+                        id=request_id,
+                        code=ErrorCode.RATE_LIMITED,
+                        message="too many requests on this socket",
+                        retry_after=round(wait, 3),
+                    ),
+                    "error",
+                )
+            return
+        try:
+            data = await dispatch(conn, frame)
+        except ClientError as exc:
+            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            conn.send(
+                f.Error(
+                    id=request_id,
+                    code=exc.code,
+                    message=exc.message,
+                    retry_after=retry_after,
+                    details=exc.details,
+                ),
+                "error",
+            )
+            return
+        except Exception:
+            log.exception("request failed", extra={"type": type(frame).__name__})
+            conn.send(
+                f.Error(id=request_id, code=ErrorCode.INTERNAL, message="internal error"), "error"
+            )
+            return
+        if request_id is not None:
+            conn.send(f.Reply(id=request_id, data=data), "reply")
+
+    def _count_violation(self, conn: Connection) -> None:
+        now = time.monotonic()
+        conn.violations.append(now)
+        while conn.violations and now - conn.violations[0] > _ABUSE_WINDOW:
+            conn.violations.popleft()
+        if len(conn.violations) > self.settings.ws_request_burst:
+            conn.close_soon(CloseCode.POLICY, "request rate abuse")
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def shutdown(self, deadline: float) -> None:
+        """Stop accepting, let queued frames out, close every socket with 1012, save acks."""
+        self.accepting = False
+        conns = self.hub.connections()
+        if conns:
+            await asyncio.gather(
+                *(
+                    c.flush_and_close(CloseCode.SERVICE_RESTART, "server restarting", deadline)
+                    for c in conns
+                ),
+                return_exceptions=True,
+            )
+        await self.acks.flush()
+
+    def device_count(self, user_id: UUID) -> int:
+        return self.hub.count_for(user_id)
+
+
+def _resume_point(
+    last_seq: int | None, acked_seq: int, new_device: bool, head: int, pruned: int
+) -> tuple[int, bool]:
+    """Where replay starts, and whether the client must refetch state (``resync``)."""
+    if last_seq is None:
+        if new_device:
+            return head, True  # nothing to resume: fetch state, then follow live
+        last_seq = acked_seq
+    if last_seq < pruned:
+        return head, True  # what it missed is no longer in the log
+    return min(last_seq, head), False
+
+
+def _error_frame(exc: ProtocolError) -> f.Error:
+    details: Any = exc.details
+    return f.Error(id=exc.request_id, code=exc.code, message=exc.message, details=details)
