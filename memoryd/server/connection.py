@@ -68,6 +68,9 @@ class Connection:
         self._catch_up_task: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._drained = asyncio.Event()
+        self.idle = asyncio.Event()  # no request being handled
+        self.idle.set()
+        self.draining = False  # shutting down: no new requests are taken
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -234,7 +237,13 @@ class Connection:
                     await task
 
     async def flush_and_close(self, code: int, reason: str, deadline: float) -> None:
-        """Graceful close: let queued frames go out (bounded by ``deadline``), then close."""
+        """Graceful close: finish the request in hand, let queued frames go out, close.
+
+        Both waits are bounded by ``deadline``.
+        """
+        self.draining = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), deadline)
         if self._queue and not self.ws.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), deadline)

@@ -185,6 +185,8 @@ class SocketServer:
 
     async def _request(self, conn: Connection, frame: f.Request) -> None:
         request_id = frame.id
+        if conn.draining:
+            return  # the socket closes with 1012 next; the client resends after reconnecting
         wait = conn.bucket.take()
         if wait:
             self._count_violation(conn)
@@ -199,6 +201,7 @@ class SocketServer:
                     "error",
                 )
             return
+        conn.idle.clear()
         try:
             data = await dispatch(conn, frame)
         except ClientError as exc:
@@ -220,6 +223,8 @@ class SocketServer:
                 f.Error(id=request_id, code=ErrorCode.INTERNAL, message="internal error"), "error"
             )
             return
+        finally:
+            conn.idle.set()
         if request_id is not None:
             conn.send(f.Reply(id=request_id, data=data), "reply")
 
