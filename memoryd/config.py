@@ -8,6 +8,7 @@ line naming the variable.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -89,45 +90,47 @@ class Settings:
         """Build settings from ``env`` (default ``os.environ``); CLI flags come as overrides."""
         e = _Env(os.environ if env is None else env)
         settings = cls(
-            data_dir=Path(e.str("MEMORYD_DATA_DIR") or "data"),
+            data_dir=Path(e.text("MEMORYD_DATA_DIR") or "data"),
             database_url=e.url("DATABASE_URL", ("postgres", "postgresql")),
             redis_url=e.url("REDIS_URL", ("redis", "rediss", "unix")),
             secret_key=e.secret("MEMORYD_SECRET_KEY"),
             jwt_private_key_file=e.path("MEMORYD_JWT_PRIVATE_KEY_FILE"),
             log_level=e.choice("MEMORYD_LOG_LEVEL", LOG_LEVELS, "info"),
             log_format=e.choice("MEMORYD_LOG_FORMAT", LOG_FORMATS, "kv"),
-            access_token_ttl=e.int("MEMORYD_ACCESS_TOKEN_TTL", 15 * 60, minimum=10),
-            refresh_token_ttl=e.int("MEMORYD_REFRESH_TOKEN_TTL", 7 * 24 * 3600, minimum=60),
+            access_token_ttl=e.integer("MEMORYD_ACCESS_TOKEN_TTL", 15 * 60, minimum=10),
+            refresh_token_ttl=e.integer("MEMORYD_REFRESH_TOKEN_TTL", 7 * 24 * 3600, minimum=60),
             rate_limit_auth=e.rate("MEMORYD_RATE_LIMIT_AUTH", cls.rate_limit_auth),
             rate_limit_api=e.rate("MEMORYD_RATE_LIMIT_API", cls.rate_limit_api),
             rate_limit_upload=e.rate("MEMORYD_RATE_LIMIT_UPLOAD", cls.rate_limit_upload),
             rate_limit_ai=e.rate("MEMORYD_RATE_LIMIT_AI", cls.rate_limit_ai),
-            trust_proxy=e.bool("MEMORYD_TRUST_PROXY", False),
-            max_body_bytes=e.int("MEMORYD_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-            db_pool_min=e.int("MEMORYD_DB_POOL_MIN", 2, minimum=1),
-            db_pool_max=e.int("MEMORYD_DB_POOL_MAX", 20, minimum=1),
-            shutdown_timeout=float(e.int("MEMORYD_SHUTDOWN_TIMEOUT", 10, minimum=1)),
-            ws_hello_timeout=float(e.int("MEMORYD_WS_HELLO_TIMEOUT", 10, minimum=1)),
-            ws_heartbeat=float(e.int("MEMORYD_WS_HEARTBEAT", 30, minimum=1)),
-            ws_max_frame_bytes=e.int("MEMORYD_WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024),
-            max_content_chars=e.int("MEMORYD_MAX_CONTENT_CHARS", 10_000, minimum=1),
-            ws_max_queue=e.int("MEMORYD_WS_MAX_QUEUE", 1024, minimum=16),
-            ws_requests_per_second=float(e.int("MEMORYD_WS_REQUESTS_PER_SECOND", 20, minimum=1)),
-            ws_request_burst=e.int("MEMORYD_WS_REQUEST_BURST", 60, minimum=1),
-            ws_max_sockets_per_user=e.int("MEMORYD_WS_MAX_SOCKETS_PER_USER", 10, minimum=1),
-            event_retention_days=e.int("MEMORYD_EVENT_RETENTION_DAYS", 30, minimum=1),
-            openai_api_key=e.str("OPENAI_API_KEY"),
+            trust_proxy=e.flag("MEMORYD_TRUST_PROXY", False),
+            max_body_bytes=e.integer("MEMORYD_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            db_pool_min=e.integer("MEMORYD_DB_POOL_MIN", 2, minimum=1),
+            db_pool_max=e.integer("MEMORYD_DB_POOL_MAX", 20, minimum=1),
+            shutdown_timeout=float(e.integer("MEMORYD_SHUTDOWN_TIMEOUT", 10, minimum=1)),
+            ws_hello_timeout=float(e.integer("MEMORYD_WS_HELLO_TIMEOUT", 10, minimum=1)),
+            ws_heartbeat=float(e.integer("MEMORYD_WS_HEARTBEAT", 30, minimum=1)),
+            ws_max_frame_bytes=e.integer("MEMORYD_WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024),
+            max_content_chars=e.integer("MEMORYD_MAX_CONTENT_CHARS", 10_000, minimum=1),
+            ws_max_queue=e.integer("MEMORYD_WS_MAX_QUEUE", 1024, minimum=16),
+            ws_requests_per_second=float(
+                e.integer("MEMORYD_WS_REQUESTS_PER_SECOND", 20, minimum=1)
+            ),
+            ws_request_burst=e.integer("MEMORYD_WS_REQUEST_BURST", 60, minimum=1),
+            ws_max_sockets_per_user=e.integer("MEMORYD_WS_MAX_SOCKETS_PER_USER", 10, minimum=1),
+            event_retention_days=e.integer("MEMORYD_EVENT_RETENTION_DAYS", 30, minimum=1),
+            openai_api_key=e.text("OPENAI_API_KEY"),
             openai_base_url=e.url("OPENAI_BASE_URL", ("http", "https")),
-            openai_chat_model=e.str("OPENAI_CHAT_MODEL") or cls.openai_chat_model,
-            openai_embedding_model=e.str("OPENAI_EMBEDDING_MODEL") or cls.openai_embedding_model,
-            whatsapp_app_secret=e.str("WHATSAPP_APP_SECRET"),
-            whatsapp_verify_token=e.str("WHATSAPP_VERIFY_TOKEN"),
+            openai_chat_model=e.text("OPENAI_CHAT_MODEL") or cls.openai_chat_model,
+            openai_embedding_model=e.text("OPENAI_EMBEDDING_MODEL") or cls.openai_embedding_model,
+            whatsapp_app_secret=e.text("WHATSAPP_APP_SECRET"),
+            whatsapp_verify_token=e.text("WHATSAPP_VERIFY_TOKEN"),
             whatsapp_graph_url=e.url("WHATSAPP_GRAPH_URL", ("http", "https"))
             or cls.whatsapp_graph_url,
-            pinecone_api_key=e.str("PINECONE_API_KEY"),
-            pinecone_index=e.str("PINECONE_INDEX") or cls.pinecone_index,
-            google_client_id=e.str("GOOGLE_CLIENT_ID"),
-            google_client_secret=e.str("GOOGLE_CLIENT_SECRET"),
+            pinecone_api_key=e.text("PINECONE_API_KEY"),
+            pinecone_index=e.text("PINECONE_INDEX") or cls.pinecone_index,
+            google_client_id=e.text("GOOGLE_CLIENT_ID"),
+            google_client_secret=e.text("GOOGLE_CLIENT_SECRET"),
             google_token_url=e.url("GOOGLE_TOKEN_URL", ("http", "https")) or cls.google_token_url,
             google_jwks_url=e.url("GOOGLE_JWKS_URL", ("http", "https")) or cls.google_jwks_url,
         )
@@ -142,22 +145,22 @@ class _Env:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         value = self._env.get(name, "").strip()
         return value or None
 
     def path(self, name: str) -> Path | None:
-        value = self.str(name)
+        value = self.text(name)
         return Path(value) if value else None
 
     def secret(self, name: str) -> str | None:
-        value = self.str(name)
+        value = self.text(name)
         if value is not None and len(value) < 32:
             raise ConfigError(f"{name} must be at least 32 characters long (got {len(value)})")
         return value
 
     def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
-        value = self.str(name)
+        value = self.text(name)
         if value is None:
             return None
         parts = urlsplit(value)
@@ -167,13 +170,13 @@ class _Env:
         return value
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = (self.str(name) or default).lower()
+        value = (self.text(name) or default).lower()
         if value not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
         return value
 
-    def int(self, name: str, default: int, *, minimum: int = 0) -> int:
-        raw = self.str(name)
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -184,8 +187,8 @@ class _Env:
             raise ConfigError(f"{name} must be >= {minimum} (got {value})")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self.str(name)
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
         if raw is None:
             return default
         if raw.lower() in ("1", "true", "yes", "on"):
@@ -196,7 +199,7 @@ class _Env:
 
     def rate(self, name: str, default: RateLimit) -> RateLimit:
         """``LIMIT/SECONDS`` (``100/900``), or ``off``."""
-        raw = self.str(name)
+        raw = self.text(name)
         if raw is None:
             return default
         if raw.lower() in ("off", "0"):
@@ -206,7 +209,7 @@ class _Env:
             parsed = RateLimit(int(limit), float(window) if sep else default.window)
         except ValueError:
             parsed = RateLimit(-1, 0)
-        if parsed.limit < 1 or parsed.window <= 0:
+        if parsed.limit < 1 or not 0 < parsed.window < math.inf:  # also rejects nan
             raise ConfigError(
                 f"{name} must look like LIMIT/SECONDS, e.g. 100/900, or off (got {raw!r})"
             )

@@ -9,7 +9,7 @@ from aiohttp import web
 from memoryd.handlers import categories, memories, messages
 from memoryd.handlers.fields import parse_id
 from memoryd.handlers.validation import parse
-from memoryd.protocol.requests import MarkReadRequest
+from memoryd.protocol import requests
 from memoryd.server.http import caller, json_response, read_body, services
 
 routes = web.RouteTableDef()
@@ -44,7 +44,7 @@ async def list_categories(request: web.Request) -> web.Response:
 @routes.post("/api/categories")
 async def create_category(request: web.Request) -> web.Response:
     who = await caller(request)
-    req = parse(categories.CreateCategoryRequest, await read_body(request))
+    req = parse(requests.CreateCategoryRequest, await read_body(request))
     category = await categories.create_category(services(request), who, req)
     return json_response({"category": category}, status=201)
 
@@ -53,7 +53,7 @@ async def create_category(request: web.Request) -> web.Response:
 async def update_category(request: web.Request) -> web.Response:
     who = await caller(request)
     category_id = _path_id(request, "id", "Category")
-    req = parse(categories.UpdateCategoryRequest, await read_body(request))
+    req = parse(requests.UpdateCategoryRequest, await read_body(request))
     category = await categories.update_category(services(request), who, category_id, req)
     return json_response({"category": category})
 
@@ -71,14 +71,14 @@ async def delete_category(request: web.Request) -> web.Response:
 @routes.get("/api/memories")
 async def list_memories(request: web.Request) -> web.Response:
     who = await caller(request)
-    req = parse(memories.ListMemoriesRequest, _query(request, lists=("tags",)), strict=False)
+    req = parse(requests.ListMemoriesRequest, _query(request, lists=("tags",)), strict=False)
     return json_response(await memories.list_memories(services(request), who, req))
 
 
 @routes.post("/api/memories")
 async def create_memory(request: web.Request) -> web.Response:
     who = await caller(request)
-    req = parse(memories.CreateMemoryRequest, await read_body(request))
+    req = parse(requests.CreateMemoryRequest, await read_body(request))
     memory = await memories.create_memory(services(request), who, req)
     return json_response({"memory": memory}, status=201)
 
@@ -94,7 +94,7 @@ async def get_memory(request: web.Request) -> web.Response:
 async def update_memory(request: web.Request) -> web.Response:
     who = await caller(request)
     memory_id = _path_id(request, "id", "Memory")
-    req = parse(memories.UpdateMemoryRequest, await read_body(request))
+    req = parse(requests.UpdateMemoryRequest, await read_body(request))
     memory = await memories.update_memory(services(request), who, memory_id, req)
     return json_response({"memory": memory})
 
@@ -110,7 +110,7 @@ async def delete_memory(request: web.Request) -> web.Response:
 async def mark_read(request: web.Request) -> web.Response:
     who = await caller(request)
     memory_id = _path_id(request, "id", "Memory")
-    req = parse(MarkReadRequest, await read_body(request))
+    req = parse(requests.MarkReadRequest, await read_body(request))
     marker = await memories.mark_read(services(request), who, memory_id, req.seq)
     return json_response({"read": marker})
 
@@ -122,7 +122,7 @@ async def mark_read(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     who = await caller(request)
     memory_id = _path_id(request, "id", "Memory")
-    req = parse(messages.ListMessagesRequest, _query(request), strict=False)
+    req = parse(requests.ListMessagesRequest, _query(request), strict=False)
     return json_response(await messages.list_messages(services(request), who, memory_id, req))
 
 
@@ -134,7 +134,7 @@ async def send_message(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key and isinstance(body, dict):
         body.setdefault("clientMsgId", key)
-    req = parse(messages.SendMessageRequest, body)
+    req = parse(requests.SendMessageRequest, body)
     result = await messages.send_message(services(request), who, memory_id, req)
     headers = None if result.created else {"Idempotent-Replayed": "true"}
     return json_response({"message": result.message}, status=201, headers=headers)
@@ -154,7 +154,7 @@ async def edit_message(request: web.Request) -> web.Response:
     who = await caller(request)
     memory_id = _path_id(request, "id", "Memory")
     message_id = _path_id(request, "messageId", "Message")
-    req = parse(messages.EditMessageRequest, await read_body(request))
+    req = parse(requests.EditMessageRequest, await read_body(request))
     message = await messages.edit_message(services(request), who, message_id, req, memory_id)
     return json_response({"message": message})
 
