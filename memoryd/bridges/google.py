@@ -18,6 +18,9 @@ from memoryd.errors import ClientError, Unauthorized
 
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 _JWKS_TTL = 3600.0
+# Google's clock and ours differ a little: without leeway a fresh ID token's ``iat`` can be
+# "in the future" here and the sign-in fails at random ("Token used too early").
+_CLOCK_SKEW = 60
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class GoogleOAuth:
                 key,
                 algorithms=["RS256"],
                 audience=self.client_id,
+                leeway=_CLOCK_SKEW,
                 options={"require": ["iss", "aud", "exp", "sub", "email"]},
             )
         except jwt.PyJWTError as exc:

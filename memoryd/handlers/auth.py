@@ -186,6 +186,7 @@ async def google_sign_in(svc: Services, req: OAuthRequest) -> OAuthResult:
         user = await users.get_by_email(identity.email)
         if user is not None:  # Google verified this email: link the existing account
             await users.link_google(user.id, identity.sub)
+            user = msgspec.structs.replace(user, is_verified=True)
         else:
             user = await users.create(
                 email=identity.email,

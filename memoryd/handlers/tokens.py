@@ -22,6 +22,9 @@ from memoryd.protocol.models import User
 ISSUER = "memory-app"
 AUDIENCE = "memory-app-users"
 ALGORITHM = "RS256"
+# Nodes' clocks differ slightly: a token issued by one node must not be "not yet valid"
+# (its ``iat`` a second in the future) on another.
+CLOCK_SKEW = 30
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class TokenIssuer:
                 algorithms=[ALGORITHM],
                 audience=AUDIENCE,
                 issuer=ISSUER,
+                leeway=CLOCK_SKEW,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError:

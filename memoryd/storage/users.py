@@ -153,7 +153,7 @@ class UserStore:
 class RefreshUse:
     """What presenting a refresh token found."""
 
-    status: str  # "ok" | "unknown" | "expired" | "reused"
+    status: str  # "ok" | "unknown" | "expired" | "revoked" | "reused"
     user_id: UUID | None = None
     family_id: UUID | None = None
 
@@ -203,12 +203,16 @@ class RefreshTokenStore:
                 )
                 return RefreshUse("ok", row["user_id"], row["family_id"])
             old = await conn.fetchrow(
-                "SELECT family_id, user_id, revoked_at FROM refresh_tokens WHERE jti = $1", jti
+                """SELECT family_id, user_id, revoked_at, revoked_reason
+                   FROM refresh_tokens WHERE jti = $1""",
+                jti,
             )
         if old is None:
             return RefreshUse("unknown")
         if old["revoked_at"] is None:
             return RefreshUse("expired", old["user_id"], old["family_id"])
+        if old["revoked_reason"] != "rotated":  # logged out, or its family already burnt
+            return RefreshUse("revoked", old["user_id"], old["family_id"])
         await self.revoke_family(old["family_id"], "reuse_detected")
         return RefreshUse("reused", old["user_id"], old["family_id"])
 
