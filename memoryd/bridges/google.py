@@ -65,14 +65,14 @@ class GoogleOAuth:
         }
         try:
             async with self._session.post(self._token_url, data=form) as resp:
-                body: dict[str, Any] = await resp.json(content_type=None)
+                body: Any = await resp.json(content_type=None)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise GoogleUnavailable(
                 f"Google token endpoint unreachable: {type(exc).__name__}"
             ) from None
-        if status >= 500:
-            raise GoogleUnavailable(f"Google token endpoint answered {status}")
+        if status >= 500 or not isinstance(body, dict):
+            raise GoogleUnavailable(f"Google token endpoint answered {status} with no JSON object")
         if status != 200 or "id_token" not in body:
             reason = body.get("error_description") or body.get("error") or f"HTTP {status}"
             raise Unauthorized(

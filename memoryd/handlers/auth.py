@@ -185,7 +185,12 @@ async def google_sign_in(svc: Services, req: OAuthRequest) -> OAuthResult:
     if user is None:
         user = await users.get_by_email(identity.email)
         if user is not None:  # Google verified this email: link the existing account
-            await users.link_google(user.id, identity.sub)
+            # Nobody proved owning this address before: whoever registered it may not be
+            # its owner, so their password and sessions end here.
+            takeover_risk = not user.is_verified
+            await users.link_google(user.id, identity.sub, drop_password=takeover_risk)
+            if takeover_risk:
+                await svc.store.refresh_tokens.revoke_all(user.id, "email_verified_by_google")
             user = msgspec.structs.replace(user, is_verified=True)
         else:
             user = await users.create(

@@ -114,9 +114,14 @@ class UserStore:
             "UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash
         )
 
-    async def link_google(self, user_id: UUID, sub: str) -> None:
+    async def link_google(self, user_id: UUID, sub: str, *, drop_password: bool) -> None:
         await self.db.execute(
-            "UPDATE users SET google_sub = $2, is_verified = TRUE WHERE id = $1", user_id, sub
+            """UPDATE users SET google_sub = $2, is_verified = TRUE,
+                   password_hash = CASE WHEN $3 THEN NULL ELSE password_hash END
+               WHERE id = $1""",
+            user_id,
+            sub,
+            drop_password,
         )
 
     async def touch_login(self, user_id: UUID, at: datetime) -> None:

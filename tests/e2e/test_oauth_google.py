@@ -139,6 +139,30 @@ async def test_an_existing_password_account_is_linked(oauth_api: Api, google: Fa
     assert len(categories.body["categories"]) == 8  # linking added no second set
 
 
+async def test_linking_an_unverified_account_ends_its_password_and_sessions(
+    oauth_api: Api, google: FakeGoogle
+) -> None:
+    """Someone registered the owner's address first: Google proves who owns it."""
+    squatter = await oauth_api.register()
+    email = email_of(squatter)
+    resp = await _sign_in(oauth_api, google.code(google.account(email)))
+    assert resp.status == 200, resp.body
+    assert resp.body["user"]["id"] == user_of(squatter)["id"]
+
+    login = await oauth_api.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status == 401
+    refresh = await oauth_api.post(
+        "/api/auth/refresh",
+        json={"refreshToken": squatter.refresh_token},  # type: ignore[attr-defined]
+    )
+    assert refresh.status == 401
+    # The owner's own Google session works.
+    mine = await oauth_api.post(
+        "/api/auth/refresh", json={"refreshToken": resp.body["refreshToken"]}
+    )
+    assert mine.status == 200
+
+
 async def test_a_google_only_account_has_no_password(oauth_api: Api, google: FakeGoogle) -> None:
     account = google.account()
     assert (await _sign_in(oauth_api, google.code(account))).status == 200

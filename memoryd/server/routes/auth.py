@@ -30,7 +30,9 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.post("/api/auth/refresh")
 async def refresh(request: web.Request) -> web.Response:
-    apply_limit(request, "auth", client_ip(request))
+    # A refresh proves possession of a signed token; it is not a password guess, so it
+    # counts against the general API limit (per IP: several devices may share one).
+    apply_limit(request, "api", f"refresh:{client_ip(request)}")
     req = parse(auth.RefreshRequest, await read_body(request))
     return json_response(await auth.refresh(services(request), req))
 
