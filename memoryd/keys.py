@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,22 @@ class KeyMaterial:
     secret_key: str
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes) -> bool:
+    """Create ``path`` (mode 0600) atomically; False when another process made it first.
+
+    Nodes sharing a data dir may start together: the file appears whole or not at all.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
 
 
 def _generate_rsa_pem() -> bytes:
@@ -51,8 +63,8 @@ def load_or_create_keys(settings: Settings) -> KeyMaterial:
     if not private_path.exists():
         if settings.jwt_private_key_file is not None:
             raise ConfigError(f"MEMORYD_JWT_PRIVATE_KEY_FILE: no such file: {private_path}")
-        _write_private(private_path, _generate_rsa_pem())
-        log.info("generated a new RS256 signing key in %s", private_path)
+        if _write_private(private_path, _generate_rsa_pem()):
+            log.info("generated a new RS256 signing key in %s", private_path)
     try:
         private_pem = private_path.read_bytes()
         private_key = serialization.load_pem_private_key(private_pem, password=None)
@@ -67,8 +79,9 @@ def load_or_create_keys(settings: Settings) -> KeyMaterial:
     secret = settings.secret_key
     if secret is None:
         secret_path = keys_dir / "secret_key"
-        if not secret_path.exists():
-            _write_private(secret_path, secrets.token_urlsafe(48).encode())
+        if not secret_path.exists() and _write_private(
+            secret_path, secrets.token_urlsafe(48).encode()
+        ):
             log.info("generated a new secret key in %s", secret_path)
         secret = secret_path.read_text().strip()
     return KeyMaterial(private_pem, public_pem, secret)

@@ -48,6 +48,16 @@ class DeliveryCursor(Generic[T]):
         self.catching_up = True  # a gap: read the log from last_seq
         return Offer(start_catch_up=True)
 
+    def request_catch_up(self) -> bool:
+        """Someone knows the log is ahead (a poll, a reconnect): read it.
+
+        True when a catch-up must be started (none is running).
+        """
+        if self.catching_up:
+            return False
+        self.catching_up = True
+        return True
+
     def begin_read(self) -> int:
         """Before each read of the log: the seq to read after."""
         self._overflowed = False

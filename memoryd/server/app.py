@@ -17,6 +17,7 @@ from memoryd.handlers.context import Services
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.keys import load_or_create_keys
 from memoryd.server.acks import AckWriter
+from memoryd.server.fanout import RedisFanout
 from memoryd.server.http import request_middleware
 from memoryd.server.hub import Hub
 from memoryd.server.keys import (
@@ -88,6 +89,11 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             events=hub,
             google=_google(settings, session),
         )
+        fanout = None
+        if redis_client is not None:
+            fanout = RedisFanout(redis_client, hub, services.store.events, app[METRICS])
+            hub.remote = fanout
+            fanout.start()
         acks = AckWriter(services.store.devices, settings.ack_flush_interval)
         acks.start()
         app[SOCKETS] = SocketServer(settings, services, hub, app[METRICS], acks)
@@ -97,6 +103,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         finally:
             pruner.cancel()
             await acks.stop()
+            if fanout is not None:
+                await fanout.stop()
             await session.close()
             if redis_client is not None:
                 await redis_client.aclose()

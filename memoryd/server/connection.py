@@ -14,8 +14,9 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from aiohttp import WSMsgType, web
@@ -71,7 +72,6 @@ class Connection:
         self.idle = asyncio.Event()  # no request being handled
         self.idle.set()
         self.draining = False  # shutting down: no new requests are taken
-        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def user_id(self) -> UUID | None:
@@ -148,6 +148,11 @@ class Connection:
         if offer.start_catch_up:
             self._start_catch_up()
 
+    def kick(self) -> None:
+        """The log may hold events this socket has not seen: read it."""
+        if self.cursor is not None and not self.closing and self.cursor.request_catch_up():
+            self._start_catch_up()
+
     def _start_catch_up(self) -> None:
         if self._catch_up_task is None or self._catch_up_task.done():
             self._catch_up_task = asyncio.create_task(self._catch_up(), name="memoryd-catch-up")
@@ -202,11 +207,15 @@ class Connection:
 
     # -- closing ------------------------------------------------------------------------
 
+    def run_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Fire and forget, but keep a reference so the task is not collected mid-flight."""
+        task = asyncio.create_task(coro)
+        self.server.background.add(task)
+        task.add_done_callback(self.server.background.discard)
+
     def close_soon(self, code: int, reason: str) -> None:
         if not self.closing:
-            task = asyncio.create_task(self.close(code, reason))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self.run_background(self.close(code, reason))
 
     async def close(self, code: int, reason: str) -> None:
         if self.closing:

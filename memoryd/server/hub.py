@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from memoryd.protocol.codec import Codec
+from memoryd.protocol.errors import CloseCode
 from memoryd.protocol.frames import EventFrame, Signal
 from memoryd.protocol.models import Event
 
 if TYPE_CHECKING:
     from memoryd.server.connection import Connection
+    from memoryd.server.fanout import RedisFanout
 
 log = logging.getLogger("memoryd.hub")
 
@@ -50,6 +52,7 @@ class Hub:
     def __init__(self) -> None:
         self._by_user: dict[UUID, set[Connection]] = {}
         self._by_device: dict[UUID, Connection] = {}
+        self.remote: RedisFanout | None = None  # cross-node fan-out, when REDIS_URL is set
 
     # -- membership ---------------------------------------------------------------------
 
@@ -69,6 +72,8 @@ class Hub:
             peers.discard(conn)
             if not peers:
                 del self._by_user[conn.user_id]
+                if self.remote is not None:
+                    self.remote.unwatch(conn.user_id)
         if conn.device_id is not None and self._by_device.get(conn.device_id) is conn:
             del self._by_device[conn.device_id]
 
@@ -81,10 +86,38 @@ class Hub:
     def devices_of(self, user_id: UUID) -> list[Connection]:
         return list(self._by_user.get(user_id, ()))
 
+    def local_users(self) -> list[UUID]:
+        return list(self._by_user)
+
+    def local_devices(self, user_id: UUID) -> list[UUID]:
+        return [c.device_id for c in self._by_user.get(user_id, ()) if c.device_id is not None]
+
+    def supersede_local(self, device_id: UUID) -> None:
+        """Another node took this device: close our socket of it with 4011."""
+        conn = self._by_device.get(device_id)
+        if conn is not None:
+            conn.close_soon(CloseCode.SUPERSEDED, "superseded by a newer connection")
+
+    def catch_up_all(self) -> None:
+        """Every local socket re-reads the log from where it is (after a Redis outage)."""
+        for conn in self.connections():
+            conn.kick()
+
+    def catch_up_to(self, user_id: UUID, head: int) -> None:
+        """The log has ``head`` for this user: sockets that are behind read up to it."""
+        for conn in tuple(self._by_user.get(user_id, ())):
+            if conn.cursor is not None and conn.cursor.last_seq < head:
+                conn.kick()
+
     # -- delivery -----------------------------------------------------------------------
 
     def publish(self, user_id: UUID, events: Sequence[Event]) -> None:
-        """EventSink: deliver committed events to every local socket of the user."""
+        """EventSink: deliver committed events here, then to the user's other nodes."""
+        self.deliver_local(user_id, events)
+        if self.remote is not None:
+            self.remote.publish_events(user_id, events)
+
+    def deliver_local(self, user_id: UUID, events: Sequence[Event]) -> None:
         peers = self._by_user.get(user_id)
         if not peers:
             return
@@ -97,13 +130,21 @@ class Hub:
         self, user_id: UUID, name: str, data: Any, *, exclude: Connection | None = None
     ) -> None:
         """Send an ephemeral signal to the user's sockets (never stored, never replayed)."""
+        exclude_device = exclude.device_id if exclude is not None else None
+        self.signal_local(user_id, name, data, exclude_device=exclude_device)
+        if self.remote is not None:
+            self.remote.publish_signal(user_id, name, data, exclude_device)
+
+    def signal_local(
+        self, user_id: UUID, name: str, data: Any, *, exclude_device: UUID | None
+    ) -> None:
         peers = self._by_user.get(user_id)
         if not peers:
             return
         frame = Signal(signal=name, data=data)
         encoded: dict[str, bytes] = {}
         for conn in tuple(peers):
-            if conn is exclude:
+            if exclude_device is not None and conn.device_id == exclude_device:
                 continue
             data_bytes = encoded.get(conn.codec.name)
             if data_bytes is None:

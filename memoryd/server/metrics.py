@@ -60,6 +60,22 @@ class Metrics:
         self.ws_replayed_events = Counter(
             "websocket_replayed_events_total", "Events sent from the log (resume, gaps)", registry=r
         )
+        self.redis_up = Gauge(
+            "redis_fanout_up", "1 while the Redis fan-out is connected, else 0", registry=r
+        )
+        self.redis_messages_published = Counter(
+            "redis_messages_published_total", "Fan-out messages published to Redis", registry=r
+        )
+        self.redis_messages_received = Counter(
+            "redis_messages_received_total",
+            "Fan-out messages from other nodes received and decoded",
+            registry=r,
+        )
+        self.redis_publish_dropped = Counter(
+            "redis_publish_dropped_total",
+            "Fan-out messages not published (Redis down or slow); the log poller covers them",
+            registry=r,
+        )
         self.rate_limited_total = Counter(
             "rate_limited_total", "Requests refused by a rate limit", ["limit"], registry=r
         )

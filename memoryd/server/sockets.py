@@ -51,6 +51,7 @@ class SocketServer:
             max_sockets_per_user=settings.ws_max_sockets_per_user,
         )
         self.accepting = True
+        self.background: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         settings = self.settings
@@ -90,7 +91,10 @@ class SocketServer:
         except ClientError as exc:
             await self._refuse(conn, exc.code, exc.message, CloseCode.UNAUTHORIZED)
             return False
-        if self.hub.count_for(claims.user_id) >= self.settings.ws_max_sockets_per_user:
+        if (
+            await self._socket_count(claims.user_id, hello.device_id)
+            >= self.settings.ws_max_sockets_per_user
+        ):
             message = f"at most {self.settings.ws_max_sockets_per_user} sockets per user"
             await self._refuse(conn, ErrorCode.RATE_LIMITED, message, CloseCode.POLICY)
             return False
@@ -104,6 +108,10 @@ class SocketServer:
         previous = self.hub.add(conn)  # before the log is read: no event can fall between
         if previous is not None:
             await previous.close(CloseCode.SUPERSEDED, "superseded by a newer connection")
+        remote = self.hub.remote
+        if remote is not None:
+            remote.claim_device(claims.user_id, device.id)
+            await remote.watch(claims.user_id)  # listening before the log is read, too
         conn.send(
             f.Welcome(
                 user_id=claims.user_id,
@@ -151,10 +159,28 @@ class SocketServer:
             )
         await conn.close(close, message)
 
+    async def _socket_count(self, user_id: UUID, device_id: UUID | None) -> int:
+        """Sockets of this user on every node (this node's count when Redis cannot say).
+
+        A device reconnecting does not count against itself: it supersedes its old socket.
+        """
+        local = [d for d in self.hub.local_devices(user_id) if d != device_id]
+        remote = self.hub.remote
+        if remote is None:
+            return len(local)
+        online = await remote.online_devices(user_id)
+        if online is None:
+            return len(local)
+        return len({*map(str, local), *online} - {str(device_id)})
+
     def _announce_presence(self, conn: Connection, *, online: bool) -> None:
-        assert conn.caller is not None
-        data = {"deviceId": conn.caller.device_id, "online": online}
-        self.hub.signal(conn.caller.user_id, "presence", data, exclude=conn)
+        assert conn.caller is not None and conn.caller.device_id is not None
+        user_id, device_id = conn.caller.user_id, conn.caller.device_id
+        self.hub.signal(
+            user_id, "presence", {"deviceId": device_id, "online": online}, exclude=conn
+        )
+        if self.hub.remote is not None:
+            conn.run_background(self.hub.remote.set_presence(user_id, device_id, online))
 
     # -- read loop ----------------------------------------------------------------------
 

@@ -44,6 +44,14 @@ class EventStore:
         )
         return int(value or 0)
 
+    async def heads(self, user_ids: list[UUID]) -> dict[UUID, int]:
+        """Head seq of each of these users, in one query (the fan-out poller)."""
+        rows = await self.db.fetch(
+            "SELECT user_id, head_seq FROM user_event_heads WHERE user_id = ANY($1::uuid[])",
+            user_ids,
+        )
+        return {r["user_id"]: int(r["head_seq"]) for r in rows}
+
     async def positions(self, user_id: UUID) -> tuple[int, int]:
         """``(head_seq, pruned_seq)``: the newest seq, and the newest seq already pruned."""
         row = await self.db.fetchrow(

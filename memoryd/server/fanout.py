@@ -1,0 +1,350 @@
+"""Cross-node fan-out over Redis pub/sub: one channel per user, the log stays the truth.
+
+A node subscribes to ``memoryd:user:{id}`` while it holds a socket of that user, so it
+receives only its own users' traffic and decodes each message once (not once per socket,
+and never for users it does not serve). A committed event is delivered to local sockets
+first, then published once; other nodes hand it to their hub, which encodes it once per
+codec. Redis pub/sub is at-most-once, so nothing relies on it:
+
+* the per-socket `DeliveryCursor` turns any skipped seq into a read of the event log;
+* a poller compares each local user's head seq in PostgreSQL with what their sockets have,
+  every ``poll_interval_up`` while Redis is up (a lost last message) and every
+  ``poll_interval_down`` while it is down (delivery by polling, at a bounded rate);
+* after a reconnect every local socket catches up from the log.
+
+Every Redis call has a timeout; Redis being down never blocks a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+import msgspec
+import redis.asyncio as redis_asyncio
+from redis.exceptions import RedisError
+
+from memoryd.protocol.models import Event
+
+if TYPE_CHECKING:
+    from memoryd.server.hub import Hub
+    from memoryd.server.metrics import Metrics
+    from memoryd.storage.events import EventStore
+
+log = logging.getLogger("memoryd.fanout")
+
+CHANNEL_PREFIX = "memoryd:user:"
+PRESENCE_PREFIX = "memoryd:presence:"
+
+
+class Envelope(msgspec.Struct, array_like=True):
+    """One pub/sub message: origin node, kind, user, and the kind's payload."""
+
+    node: str
+    kind: str  # "events" | "signal" | "claim"
+    user: str
+    events: list[tuple[int, str, Any]] = []
+    signal: str | None = None
+    data: Any = None
+    exclude_device: str | None = None
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Envelope).decode
+
+
+def channel_for(user_id: UUID | str) -> str:
+    return f"{CHANNEL_PREFIX}{user_id}"
+
+
+class RedisFanout:
+    def __init__(
+        self,
+        client: redis_asyncio.Redis,
+        hub: Hub,
+        events: EventStore,
+        metrics: Metrics,
+        *,
+        call_timeout: float = 1.0,
+        poll_interval_up: float = 15.0,
+        poll_interval_down: float = 1.0,
+        presence_ttl: float = 30.0,
+    ) -> None:
+        self.node_id = uuid4().hex[:12]
+        self.redis = client
+        self.hub = hub
+        self.events = events
+        self.metrics = metrics
+        self.call_timeout = call_timeout
+        self.poll_interval_up = poll_interval_up
+        self.poll_interval_down = poll_interval_down
+        self.presence_ttl = presence_ttl
+        self.up = False
+        self._pubsub: Any = None
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=10_000)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._woken = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for coro, name in (
+            (self._listen(), "fanout-listen"),
+            (self._publish_loop(), "fanout-publish"),
+            (self._poll_loop(), "fanout-poll"),
+            (self._presence_loop(), "fanout-presence"),
+        ):
+            self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+
+    # -- called by the hub --------------------------------------------------------------
+
+    async def watch(self, user_id: UUID) -> None:
+        """Subscribe to the user's channel (first local socket); wait for Redis to confirm.
+
+        Waiting closes the window in which an event could be published before this node
+        listens and after the socket read the log. If Redis is slow or down we go on:
+        the poller covers that window.
+        """
+        channel = channel_for(user_id)
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None:
+            confirmed = self._confirmed[channel] = asyncio.Event()
+            if self.up and self._pubsub is not None:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await asyncio.wait_for(self._pubsub.subscribe(channel), self.call_timeout)
+        if self.up:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(confirmed.wait(), self.call_timeout)
+
+    def unwatch(self, user_id: UUID) -> None:
+        channel = channel_for(user_id)
+        if self._confirmed.pop(channel, None) is not None and self.up and self._pubsub:
+            task = asyncio.ensure_future(self._safe(self._pubsub.unsubscribe(channel)))
+            task.add_done_callback(lambda _t: None)
+
+    def publish_events(self, user_id: UUID, events: Sequence[Event]) -> None:
+        envelope = Envelope(
+            node=self.node_id,
+            kind="events",
+            user=str(user_id),
+            events=[(e.seq, e.type, e.data) for e in events],
+        )
+        self._enqueue(channel_for(user_id), _encode(envelope))
+
+    def publish_signal(
+        self, user_id: UUID, name: str, data: Any, exclude_device: UUID | None
+    ) -> None:
+        envelope = Envelope(
+            node=self.node_id,
+            kind="signal",
+            user=str(user_id),
+            signal=name,
+            data=data,
+            exclude_device=str(exclude_device) if exclude_device else None,
+        )
+        self._enqueue(channel_for(user_id), _encode(envelope))
+
+    def claim_device(self, user_id: UUID, device_id: UUID) -> None:
+        """Tell other nodes this device connected here: their older socket of it goes (4011)."""
+        envelope = Envelope(node=self.node_id, kind="claim", user=str(user_id), data=str(device_id))
+        self._enqueue(channel_for(user_id), _encode(envelope))
+
+    # -- presence -----------------------------------------------------------------------
+
+    async def set_presence(self, user_id: UUID, device_id: UUID, online: bool) -> None:
+        key = f"{PRESENCE_PREFIX}{user_id}"
+        if online:
+            until = time.time() + self.presence_ttl
+            coro = self.redis.hset(key, str(device_id), f"{self.node_id}:{until:.0f}")
+        else:
+            coro = self.redis.hdel(key, str(device_id))
+        await self._safe(coro)
+
+    async def online_devices(self, user_id: UUID) -> list[str] | None:
+        """Device ids online anywhere (None when Redis cannot say)."""
+        try:
+            entries = await asyncio.wait_for(
+                self.redis.hgetall(f"{PRESENCE_PREFIX}{user_id}"), self.call_timeout
+            )
+        except (RedisError, OSError, TimeoutError):
+            return None
+        now = time.time()
+        return [_text(device) for device, value in entries.items() if _alive(value, now)]
+
+    # -- loops --------------------------------------------------------------------------
+
+    def _enqueue(self, channel: str, payload: bytes) -> None:
+        if not self.up:
+            return  # other nodes poll the log while Redis is down
+        try:
+            self._outbox.put_nowait((channel, payload))
+        except asyncio.QueueFull:
+            self.metrics.redis_publish_dropped.inc()  # the log and the poller cover it
+
+    async def _publish_loop(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty() and len(batch) < 512:
+                batch.append(self._outbox.get_nowait())
+            pipe = self.redis.pipeline(transaction=False)
+            for channel, payload in batch:
+                pipe.publish(channel, payload)
+            try:
+                await asyncio.wait_for(pipe.execute(), self.call_timeout)
+                self.metrics.redis_messages_published.inc(len(batch))
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.metrics.redis_publish_dropped.inc(len(batch))
+                log.warning("redis publish failed: %r", exc)
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await asyncio.wait_for(pubsub.ping(), self.call_timeout)
+                channels = list(self._confirmed)
+                for event in self._confirmed.values():
+                    event.clear()
+                if channels:
+                    await asyncio.wait_for(pubsub.subscribe(*channels), self.call_timeout)
+                else:
+                    await asyncio.wait_for(pubsub.subscribe("memoryd:node:" + self.node_id), 1)
+                self._pubsub = pubsub
+                self._set_up(True)
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._on_message(message)
+            except (RedisError, OSError, TimeoutError) as exc:
+                if self.up:
+                    log.warning("redis connection lost (%r); delivering by polling the log", exc)
+                self._set_up(False)
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(RedisError, OSError, RuntimeError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _set_up(self, up: bool) -> None:
+        was = self.up
+        self.up = up
+        self.metrics.redis_up.set(1 if up else 0)
+        if up and not was:
+            log.info("redis fan-out is live")
+            self.hub.catch_up_all()  # whatever was published while we were away
+        self._woken.set()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        raw_channel = message.get("channel")
+        channel = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
+        if kind == "subscribe":
+            confirmed = self._confirmed.get(channel)
+            if confirmed is not None:
+                confirmed.set()
+            return
+        if kind != "message":
+            return
+        try:
+            envelope = _decode(message["data"])
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("ignoring a malformed fan-out message on %s", channel)
+            return
+        if envelope.node == self.node_id:
+            return
+        self.metrics.redis_messages_received.inc()
+        user_id = UUID(envelope.user)
+        if envelope.kind == "events":
+            events = [
+                Event(seq=s, type=t, data=d, created_at=_EPOCH) for s, t, d in envelope.events
+            ]
+            self.hub.deliver_local(user_id, events)
+        elif envelope.kind == "signal" and envelope.signal:
+            exclude = UUID(envelope.exclude_device) if envelope.exclude_device else None
+            self.hub.signal_local(user_id, envelope.signal, envelope.data, exclude_device=exclude)
+        elif envelope.kind == "claim":
+            self.hub.supersede_local(UUID(str(envelope.data)))
+
+    async def _poll_loop(self) -> None:
+        """Compare each local user's head in the log with what their sockets have."""
+        while True:
+            interval = self.poll_interval_up if self.up else self.poll_interval_down
+            self._woken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), interval)
+            users = self.hub.local_users()
+            if not users:
+                continue
+            try:
+                heads = await self.events.heads(users)
+            except Exception:
+                log.exception("polling the event log failed")
+                continue
+            for user_id, head in heads.items():
+                self.hub.catch_up_to(user_id, head)
+
+    async def _presence_loop(self) -> None:
+        """Refresh this node's devices; expire devices of nodes that died."""
+        while True:
+            await asyncio.sleep(self.presence_ttl / 3)
+            if not self.up:
+                continue
+            now = time.time()
+            until = f"{self.node_id}:{now + self.presence_ttl:.0f}"
+            pipe = self.redis.pipeline(transaction=False)
+            users = self.hub.local_users()
+            for user_id in users:
+                for device_id in self.hub.local_devices(user_id):
+                    pipe.hset(f"{PRESENCE_PREFIX}{user_id}", str(device_id), until)
+                pipe.hgetall(f"{PRESENCE_PREFIX}{user_id}")
+            try:
+                results = await asyncio.wait_for(pipe.execute(), self.call_timeout * 2)
+            except (RedisError, OSError, TimeoutError):
+                continue
+            tables = [r for r in results if isinstance(r, dict)]
+            for user_id, table in zip(users, tables, strict=False):
+                for device, value in table.items():
+                    if not _alive(value, now):
+                        await self._safe(self.redis.hdel(f"{PRESENCE_PREFIX}{user_id}", device))
+                        data = {"deviceId": _text(device), "online": False}
+                        self.hub.signal_local(user_id, "presence", data, exclude_device=None)
+
+    async def _safe(self, coro: Any) -> Any:
+        try:
+            return await asyncio.wait_for(coro, self.call_timeout)
+        except (RedisError, OSError, TimeoutError):
+            return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _alive(entry: bytes | str, now: float) -> bool:
+    """A presence entry is ``node:expiry``; it counts until its expiry."""
+    try:
+        return float(_text(entry).rsplit(":", 1)[1]) > now
+    except (IndexError, ValueError):
+        return False
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)  # created_at does not travel: frames omit it
