@@ -68,6 +68,8 @@ class Settings:
     ws_max_sockets_per_user: int = 10
     ack_flush_interval: float = 1.0
     event_retention_days: int = 30
+    presence_ttl: float = 30.0
+    redis_poll_interval: float = 1.0
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_chat_model: str = "gpt-4o-mini"
@@ -119,6 +121,8 @@ class Settings:
             ws_request_burst=e.integer("MEMORYD_WS_REQUEST_BURST", 60, minimum=1),
             ws_max_sockets_per_user=e.integer("MEMORYD_WS_MAX_SOCKETS_PER_USER", 10, minimum=1),
             event_retention_days=e.integer("MEMORYD_EVENT_RETENTION_DAYS", 30, minimum=1),
+            presence_ttl=float(e.integer("MEMORYD_PRESENCE_TTL", 30, minimum=3)),
+            redis_poll_interval=e.seconds("MEMORYD_REDIS_POLL_INTERVAL", 1.0),
             openai_api_key=e.text("OPENAI_API_KEY"),
             openai_base_url=e.url("OPENAI_BASE_URL", ("http", "https")),
             openai_chat_model=e.text("OPENAI_CHAT_MODEL") or cls.openai_chat_model,
@@ -185,6 +189,18 @@ class _Env:
             raise ConfigError(f"{name} must be an integer (got {raw!r})") from None
         if value < minimum:
             raise ConfigError(f"{name} must be >= {minimum} (got {value})")
+        return value
+
+    def seconds(self, name: str, default: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0.05 <= value <= 3600:
+            raise ConfigError(f"{name} must be a number of seconds from 0.05 to 3600 (got {raw!r})")
         return value
 
     def flag(self, name: str, default: bool) -> bool:

@@ -19,7 +19,7 @@ SUBPROTOCOL_MSGPACK = "memoryd.v1.msgpack"
 SUBPROTOCOLS = (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)
 
 _AT_PATH = re.compile(r" - at `\$\.?(.*)`$")
-_MISSING = re.compile(r"missing required field `([^`]+)`")
+_MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
 class _Envelope(msgspec.Struct):
@@ -61,8 +61,10 @@ class Codec:
     def _validation_error(self, data: bytes | str, text: str) -> ProtocolError:
         try:
             envelope = self._envelope.decode(data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except msgspec.ValidationError:
             return ProtocolError(ErrorCode.INVALID_FRAME, f"a frame must be a map: {text}")
+        except msgspec.DecodeError as exc:  # e.g. a map followed by trailing bytes
+            return ProtocolError(ErrorCode.INVALID_FRAME, f"malformed {self.name}: {exc}")
         frame_type = envelope.type if isinstance(envelope.type, str) else None
         request_id = envelope.id if isinstance(envelope.id, str | int) else None
         if isinstance(request_id, bool):

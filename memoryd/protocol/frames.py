@@ -70,6 +70,12 @@ class Typing(msgspec.Struct, tag="typing", **_CLIENT):
     id: RequestId | None = None
 
 
+class Presence(msgspec.Struct, tag="presence", **_CLIENT):
+    """Which of the user's devices are online (on any node)."""
+
+    id: RequestId
+
+
 class Read(msgspec.Struct, tag="read", **_CLIENT):
     """Durable read marker: messages of the memory up to ``seq`` are read."""
 
@@ -150,6 +156,7 @@ Request = (
     Ping
     | AuthRefresh
     | Typing
+    | Presence
     | Read
     | MemoryList
     | MemoryGet

@@ -12,7 +12,7 @@ import redis.asyncio as redis_asyncio
 from aiohttp import web
 
 from memoryd.bridges.google import GoogleOAuth
-from memoryd.config import Settings
+from memoryd.config import RateLimit, Settings
 from memoryd.handlers.context import Services
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.keys import load_or_create_keys
@@ -32,7 +32,7 @@ from memoryd.server.keys import (
 )
 from memoryd.server.maintenance import prune_events
 from memoryd.server.metrics import Metrics
-from memoryd.server.ratelimit import RateLimiter
+from memoryd.server.ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from memoryd.server.routes import auth, health, resources
 from memoryd.server.sockets import SocketServer
 from memoryd.storage.bootstrap import database_dsn, open_database
@@ -49,12 +49,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[STARTED_AT] = time.time()
     app[SHUTTING_DOWN] = asyncio.Event()
-    app[LIMITERS] = {
-        "auth": RateLimiter(settings.rate_limit_auth),
-        "api": RateLimiter(settings.rate_limit_api),
-        "upload": RateLimiter(settings.rate_limit_upload),
-        "ai": RateLimiter(settings.rate_limit_ai),
-    }
+    local: dict[str, Limiter] = {n: RateLimiter(r) for n, r in _limit_rules(settings).items()}
+    app[LIMITERS] = local
     app.cleanup_ctx.append(_services_ctx)
     app.on_shutdown.append(_shutdown)
     app.router.add_get("/ws", _websocket)
@@ -76,6 +72,12 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
                 settings.redis_url, socket_timeout=2, socket_connect_timeout=2
             )
         app[REDIS] = redis_client
+        if redis_client is not None:  # limits shared by every node
+            shared: dict[str, Limiter] = {
+                name: SharedRateLimiter(name, rule, redis_client, RateLimiter(rule))
+                for name, rule in _limit_rules(settings).items()
+            }
+            app[LIMITERS] = shared
         hub = Hub()
         app[SERVICES] = services = Services(
             settings=settings,
@@ -91,7 +93,14 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         fanout = None
         if redis_client is not None:
-            fanout = RedisFanout(redis_client, hub, services.store.events, app[METRICS])
+            fanout = RedisFanout(
+                redis_client,
+                hub,
+                services.store.events,
+                app[METRICS],
+                poll_interval_down=settings.redis_poll_interval,
+                presence_ttl=settings.presence_ttl,
+            )
             hub.remote = fanout
             fanout.start()
         acks = AckWriter(services.store.devices, settings.ack_flush_interval)
@@ -109,6 +118,15 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             if redis_client is not None:
                 await redis_client.aclose()
             await db.close()
+
+
+def _limit_rules(settings: Settings) -> dict[str, RateLimit]:
+    return {
+        "auth": settings.rate_limit_auth,
+        "api": settings.rate_limit_api,
+        "upload": settings.rate_limit_upload,
+        "ai": settings.rate_limit_ai,
+    }
 
 
 def _google(settings: Settings, session: aiohttp.ClientSession) -> GoogleOAuth | None:

@@ -33,6 +33,8 @@ async def dispatch(conn: Connection, frame: f.Request) -> Any:
             data = {"memoryId": frame.memory_id, "deviceId": who.device_id, "userId": who.user_id}
             conn.server.hub.signal(who.user_id, "typing", data, exclude=conn)
             return None
+        case f.Presence():
+            return {"devices": await _online_devices(conn)}
         case f.Read():
             return await memories.mark_read(svc, who, frame.memory_id, frame.seq)
         case f.MemoryList():
@@ -66,3 +68,14 @@ async def dispatch(conn: Connection, frame: f.Request) -> Any:
         case f.MessageHistory():
             return await messages.history(svc, who, frame.memory_id, frame.before, frame.limit)
     raise AssertionError(f"no dispatch for {type(frame).__name__}")  # pragma: no cover
+
+
+async def _online_devices(conn: Connection) -> list[dict[str, Any]]:
+    assert conn.caller is not None
+    user_id = conn.caller.user_id
+    hub = conn.server.hub
+    online = await hub.remote.online_devices(user_id) if hub.remote is not None else None
+    if online is None:  # one node, or Redis cannot say: what this node sees
+        online = [str(d) for d in hub.local_devices(user_id)]
+    this = str(conn.caller.device_id)
+    return [{"deviceId": d, "online": True, "thisDevice": d == this} for d in sorted(set(online))]

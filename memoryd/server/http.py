@@ -98,7 +98,7 @@ async def caller(request: web.Request) -> Caller:
         raise Unauthorized("Authentication required", code="unauthorized")
     who = await authenticate(services(request), token.strip())
     request[CALLER] = who
-    apply_limit(request, "api", str(who.user_id))
+    await apply_limit(request, "api", str(who.user_id))
     return who
 
 
@@ -110,9 +110,9 @@ def client_ip(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def apply_limit(request: web.Request, name: str, key: str) -> None:
+async def apply_limit(request: web.Request, name: str, key: str) -> None:
     """Count a request against limit ``name``; raise `RateLimited` past it."""
-    decision: Decision | None = request.app[LIMITERS][name].hit(key)
+    decision: Decision | None = await request.app[LIMITERS][name].check(key)
     if decision is None:
         return
     request[RATE_DECISION] = decision
@@ -121,7 +121,7 @@ def apply_limit(request: web.Request, name: str, key: str) -> None:
         raise RateLimited(
             "Too many requests, please try again later",
             retry_after=decision.reset_after,
-            details={"limit": name, "retryAfter": max(1, round(decision.reset_after))},
+            details={"limit": name, "retryAfter": decision.retry_after},
         )
 
 

@@ -11,13 +11,13 @@ if TYPE_CHECKING:
     from memoryd.config import Settings
     from memoryd.handlers.context import Caller, Services
     from memoryd.server.metrics import Metrics
-    from memoryd.server.ratelimit import Decision, RateLimiter
+    from memoryd.server.ratelimit import Decision, Limiter
     from memoryd.server.sockets import SocketServer
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
-LIMITERS: web.AppKey[dict[str, RateLimiter]] = web.AppKey("limiters")
+LIMITERS: web.AppKey[dict[str, Limiter]] = web.AppKey("limiters")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
 SOCKETS: web.AppKey[SocketServer] = web.AppKey("sockets")
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
 
 from memoryd.config import RateLimit
 
@@ -19,6 +23,11 @@ class Decision:
     remaining: int
     reset_after: float  # seconds until the window resets
 
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds to wait before trying again (``Retry-After``), at least 1."""
+        return max(1, math.ceil(self.reset_after))
+
     def headers(self) -> dict[str, str]:
         """The IETF draft ``RateLimit-*`` headers (as express-rate-limit sends them)."""
         headers = {
@@ -27,8 +36,12 @@ class Decision:
             "RateLimit-Reset": str(math.ceil(self.reset_after)),
         }
         if not self.allowed:
-            headers["Retry-After"] = str(max(1, math.ceil(self.reset_after)))
+            headers["Retry-After"] = str(self.retry_after)
         return headers
+
+
+class Limiter(Protocol):
+    async def check(self, key: str) -> Decision | None: ...
 
 
 class RateLimiter:
@@ -53,9 +66,47 @@ class RateLimiter:
             self._prune(now)
         return Decision(True, self.rule.limit, self.rule.limit - count - 1, reset_after)
 
+    async def check(self, key: str) -> Decision | None:
+        return self.hit(key)
+
     def _prune(self, now: float) -> None:
         window = self.rule.window
         self._windows = {k: v for k, v in self._windows.items() if now - v[0] < window}
+
+
+class SharedRateLimiter:
+    """The same fixed windows kept in Redis, so every node counts against one limit.
+
+    Windows are aligned on the wall clock (``floor(now / window)``) so nodes agree on
+    them. When Redis does not answer within ``timeout`` the node falls back to its own
+    in-process counter: limits loosen during an outage, requests are never blocked by it.
+    """
+
+    def __init__(
+        self, name: str, rule: RateLimit, client: Any, fallback: RateLimiter, timeout: float = 0.5
+    ) -> None:
+        self.name = name
+        self.rule = rule
+        self._redis = client
+        self._fallback = fallback
+        self._timeout = timeout
+
+    async def check(self, key: str) -> Decision | None:
+        if not self.rule.enabled:
+            return None
+        now = time.time()
+        index = int(now // self.rule.window)
+        reset_after = (index + 1) * self.rule.window - now
+        redis_key = f"memoryd:rl:{self.name}:{key}:{index}"
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.incr(redis_key)
+            pipe.expire(redis_key, math.ceil(self.rule.window) + 1)
+            count, _ = await asyncio.wait_for(pipe.execute(), self._timeout)
+        except (RedisError, OSError, TimeoutError):
+            return self._fallback.hit(key)
+        limit = self.rule.limit
+        return Decision(count <= limit, limit, max(0, limit - count), reset_after)
 
 
 class TokenBucket:

@@ -204,6 +204,17 @@ class MessageStore:
 
     async def delete(self, user_id: UUID, message_id: UUID) -> Event | None:
         async with self.db.transaction() as conn:
+            # Lock the memory before the message, the order sends (memory, then the parent
+            # row their foreign key locks) and memory deletes (memory, then its messages)
+            # take: the other order deadlocks with them.
+            locked = await conn.fetchval(
+                """SELECT m.id FROM memories m JOIN messages msg ON msg.memory_id = m.id
+                   WHERE msg.user_id = $1 AND msg.id = $2 FOR NO KEY UPDATE OF m""",
+                user_id,
+                message_id,
+            )
+            if locked is None:
+                return None
             memory_id = await conn.fetchval(
                 "DELETE FROM messages WHERE user_id = $1 AND id = $2 RETURNING memory_id",
                 user_id,

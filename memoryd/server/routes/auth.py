@@ -13,14 +13,14 @@ routes = web.RouteTableDef()
 
 @routes.post("/api/auth/register")
 async def register(request: web.Request) -> web.Response:
-    apply_limit(request, "auth", client_ip(request))
+    await apply_limit(request, "auth", client_ip(request))
     req = parse(auth.RegisterRequest, await read_body(request))
     return json_response(await auth.register(services(request), req), status=201)
 
 
 @routes.post("/api/auth/login")
 async def login(request: web.Request) -> web.Response:
-    apply_limit(request, "auth", client_ip(request))
+    await apply_limit(request, "auth", client_ip(request))
     body = await read_body(request, allow_form=True)
     if isinstance(body, dict) and isinstance(body.get("rememberMe"), str):  # from a form
         body["rememberMe"] = body["rememberMe"].lower() in ("1", "true", "on", "yes")
@@ -32,7 +32,7 @@ async def login(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     # A refresh proves possession of a signed token; it is not a password guess, so it
     # counts against the general API limit (per IP: several devices may share one).
-    apply_limit(request, "api", f"refresh:{client_ip(request)}")
+    await apply_limit(request, "api", f"refresh:{client_ip(request)}")
     req = parse(auth.RefreshRequest, await read_body(request))
     return json_response(await auth.refresh(services(request), req))
 
@@ -47,7 +47,7 @@ async def logout(request: web.Request) -> web.Response:
 
 @routes.post("/api/auth/oauth/google")
 async def google(request: web.Request) -> web.Response:
-    apply_limit(request, "auth", client_ip(request))
+    await apply_limit(request, "auth", client_ip(request))
     req = parse(auth.OAuthRequest, await read_body(request))
     return json_response(await auth.google_sign_in(services(request), req))
 
