@@ -8,6 +8,9 @@ from typing import Any
 
 import aiohttp
 
+from memoryd.storage.database import Database
+from memoryd.storage.users import UserStore
+
 PASSWORD = "Passw0rd!"
 
 
@@ -16,6 +19,14 @@ class Response:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        """A response header, looked up ignoring case (as HTTP does)."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return str(value)
+        return None
 
     @property
     def error_code(self) -> str | None:
@@ -86,3 +97,18 @@ class Api:
         client.refresh_token = resp.body["refreshToken"]  # type: ignore[attr-defined]
         client.email = body["email"]  # type: ignore[attr-defined]
         return client
+
+
+async def promote(client: Api, db: Database, role: str = "premium") -> Api:
+    """Give ``client``'s user ``role`` and log in again (the role travels in the token)."""
+    email: str = client.email  # type: ignore[attr-defined]
+    assert await UserStore(db).set_role(email, role) is not None
+    anonymous = Api(client.session, client.url)
+    resp = await anonymous.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    assert resp.status == 200, resp.body
+    assert resp.body["user"]["role"] == role
+    promoted = client.as_user(resp.body["accessToken"])
+    promoted.user = resp.body["user"]  # type: ignore[attr-defined]
+    promoted.refresh_token = resp.body["refreshToken"]  # type: ignore[attr-defined]
+    promoted.email = email  # type: ignore[attr-defined]
+    return promoted

@@ -25,7 +25,11 @@ async def test_register_create_memory_then_unauthenticated_is_401(api: Api) -> N
 
     created = await api.post(
         "/api/memories",
-        json={"title": "Test Memory", "description": "Test Description", "content": {"text": "Test content"}},
+        json={
+            "title": "Test Memory",
+            "description": "Test Description",
+            "content": {"text": "Test content"},
+        },
         token=token,
     )
     assert created.status == 201
