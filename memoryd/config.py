@@ -115,9 +115,7 @@ class Settings:
             ws_max_frame_bytes=e.integer("MEMORYD_WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024),
             max_content_chars=e.integer("MEMORYD_MAX_CONTENT_CHARS", 10_000, minimum=1),
             ws_max_queue=e.integer("MEMORYD_WS_MAX_QUEUE", 1024, minimum=16),
-            ws_requests_per_second=float(
-                e.integer("MEMORYD_WS_REQUESTS_PER_SECOND", 20, minimum=1)
-            ),
+            ws_requests_per_second=e.seconds("MEMORYD_WS_REQUESTS_PER_SECOND", 20.0),
             ws_request_burst=e.integer("MEMORYD_WS_REQUEST_BURST", 60, minimum=1),
             ws_max_sockets_per_user=e.integer("MEMORYD_WS_MAX_SOCKETS_PER_USER", 10, minimum=1),
             event_retention_days=e.integer("MEMORYD_EVENT_RETENTION_DAYS", 30, minimum=1),
@@ -192,6 +190,7 @@ class _Env:
         return value
 
     def seconds(self, name: str, default: float) -> float:
+        """A positive number from 0.05 to 3600 (seconds, or a rate per second)."""
         raw = self.text(name)
         if raw is None:
             return default
@@ -200,7 +199,7 @@ class _Env:
         except ValueError:
             value = -1.0
         if not 0.05 <= value <= 3600:
-            raise ConfigError(f"{name} must be a number of seconds from 0.05 to 3600 (got {raw!r})")
+            raise ConfigError(f"{name} must be a number from 0.05 to 3600 (got {raw!r})")
         return value
 
     def flag(self, name: str, default: bool) -> bool:

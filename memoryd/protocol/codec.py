@@ -11,8 +11,11 @@ from typing import Any
 
 import msgspec
 
+from memoryd.errors import ValidationFailed
+from memoryd.protocol import frames as f
 from memoryd.protocol.errors import ErrorCode, ProtocolError
 from memoryd.protocol.frames import ClientFrame, ServerFrame
+from memoryd.protocol.validation import parse
 
 SUBPROTOCOL_JSON = "memoryd.v1.json"
 SUBPROTOCOL_MSGPACK = "memoryd.v1.msgpack"
@@ -36,10 +39,11 @@ class Codec:
     subprotocol: str
     binary: bool
 
-    def __init__(self, encoder: Any, decoder: Any, envelope: Any) -> None:
+    def __init__(self, encoder: Any, decoder: Any, envelope: Any, untyped: Any) -> None:
         self._encode = encoder.encode
         self._decoder = decoder
         self._envelope = envelope
+        self._untyped = untyped
 
     def encode(self, frame: ServerFrame) -> bytes:
         return self._encode(frame)  # type: ignore[no-any-return]
@@ -50,6 +54,7 @@ class Codec:
             raise ProtocolError(
                 ErrorCode.FRAME_TOO_LARGE,
                 f"frame of {len(data)} bytes exceeds the limit of {max_bytes}",
+                request_id=self._request_id(data),
             )
         try:
             return self._decoder.decode(data)  # type: ignore[no-any-return]
@@ -57,6 +62,16 @@ class Codec:
             raise self._validation_error(data, str(exc)) from None
         except msgspec.DecodeError as exc:
             raise ProtocolError(ErrorCode.INVALID_FRAME, f"malformed {self.name}: {exc}") from None
+
+    def _request_id(self, data: bytes | str) -> str | int | None:
+        """The ``id`` of a frame we will not decode fully, when it has a usable one."""
+        try:
+            found = self._envelope.decode(data).id
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        if isinstance(found, bool) or not isinstance(found, str | int):
+            return None
+        return found
 
     def _validation_error(self, data: bytes | str, text: str) -> ProtocolError:
         try:
@@ -84,6 +99,9 @@ class Codec:
                 ErrorCode.INVALID_FRAME, "a frame needs a type", request_id=request_id
             )
         details = [{"field": field, "message": reason}] if field else None
+        frame_class = _FRAME_CLASSES.get(frame_type or "")
+        if frame_class is not None:
+            details = self._all_problems(data, frame_class) or details
         return ProtocolError(
             ErrorCode.VALIDATION_FAILED,
             f"invalid {frame_type or 'frame'}: {text}",
@@ -91,6 +109,23 @@ class Codec:
             frame_type=frame_type,
             details=details,
         )
+
+    def _all_problems(self, data: bytes | str, frame_class: type[msgspec.Struct]) -> Any:
+        """Every problem of a rejected frame, as REST reports them (error path only)."""
+        try:
+            body = self._untyped.decode(data)
+            parse(frame_class, {k: v for k, v in body.items() if k != "type"})
+        except ValidationFailed as exc:
+            return exc.details
+        except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
+            return None
+        return None
+
+
+_FRAME_CLASSES: dict[str, type[msgspec.Struct]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[attr-defined,misc]
+    for cls in (f.Hello, f.Ack, *f.REQUEST_TYPES)
+}
 
 
 class JsonCodec(Codec):
@@ -103,6 +138,7 @@ class JsonCodec(Codec):
             msgspec.json.Encoder(),
             msgspec.json.Decoder(ClientFrame),
             msgspec.json.Decoder(_Envelope),
+            msgspec.json.Decoder(),
         )
 
 
@@ -121,6 +157,7 @@ class MsgpackCodec(Codec):
             msgspec.msgpack.Encoder(),
             msgspec.msgpack.Decoder(ClientFrame),
             msgspec.msgpack.Decoder(_Envelope),
+            msgspec.msgpack.Decoder(),
         )
 
 

@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     HELLO_REQUIRED = "hello_required"
     ALREADY_AUTHENTICATED = "already_authenticated"
     UNAUTHORIZED = "unauthorized"
+    INVALID_TOKEN = "invalid_token"
     TOKEN_EXPIRED = "token_expired"
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"

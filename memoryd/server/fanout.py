@@ -91,6 +91,7 @@ class RedisFanout:
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=10_000)
         self._tasks: list[asyncio.Task[None]] = []
         self._woken = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -135,9 +136,15 @@ class RedisFanout:
 
     def unwatch(self, user_id: UUID) -> None:
         channel = channel_for(user_id)
-        if self._confirmed.pop(channel, None) is not None and self.up and self._pubsub:
-            task = asyncio.ensure_future(self._safe(self._pubsub.unsubscribe(channel)))
-            task.add_done_callback(lambda _t: None)
+        if self._confirmed.pop(channel, None) is not None and self.up:
+            task = asyncio.create_task(self._unsubscribe(channel))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        # A socket of the same user may have arrived meanwhile: then stay subscribed.
+        if channel not in self._confirmed and self._pubsub is not None:
+            await self._safe(self._pubsub.unsubscribe(channel))
 
     def publish_events(self, user_id: UUID, events: Sequence[Event]) -> None:
         envelope = Envelope(

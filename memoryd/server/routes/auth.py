@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from memoryd.handlers import auth, users
-from memoryd.handlers.validation import parse
+from memoryd.protocol.validation import parse
 from memoryd.server.http import apply_limit, caller, client_ip, json_response, read_body, services
 
 routes = web.RouteTableDef()

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from memoryd.handlers import categories, memories, messages
 from memoryd.handlers.fields import parse_id
-from memoryd.handlers.validation import parse
 from memoryd.protocol import requests
+from memoryd.protocol.validation import parse
 from memoryd.server.http import caller, json_response, read_body, services
 
 routes = web.RouteTableDef()
