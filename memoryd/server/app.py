@@ -19,8 +19,10 @@ from memoryd.keys import load_or_create_keys
 from memoryd.server.acks import AckWriter
 from memoryd.server.fanout import RedisFanout
 from memoryd.server.http import request_middleware
+from memoryd.server.jobs import JobRunner
 from memoryd.server.hub import Hub
 from memoryd.server.keys import (
+    JOBS,
     LIMITERS,
     METRICS,
     REDIS,
@@ -103,13 +105,16 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             )
             hub.remote = fanout
             fanout.start()
+        app[JOBS] = jobs = JobRunner(services.store.jobs)
         acks = AckWriter(services.store.devices, settings.ack_flush_interval)
         acks.start()
         app[SOCKETS] = SocketServer(settings, services, hub, app[METRICS], acks)
         pruner = asyncio.create_task(prune_events(services.store.events, settings), name="pruner")
+        jobs.start()  # after every capability registered its job kinds
         try:
             yield
         finally:
+            await jobs.stop()
             pruner.cancel()
             await acks.stop()
             if fanout is not None:

@@ -10,6 +10,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from memoryd.config import Settings
     from memoryd.handlers.context import Caller, Services
+    from memoryd.server.jobs import JobRunner
     from memoryd.server.metrics import Metrics
     from memoryd.server.ratelimit import Decision, Limiter
     from memoryd.server.sockets import SocketServer
@@ -20,6 +21,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 LIMITERS: web.AppKey[dict[str, Limiter]] = web.AppKey("limiters")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
 SOCKETS: web.AppKey[SocketServer] = web.AppKey("sockets")
+JOBS: web.AppKey[JobRunner] = web.AppKey("jobs")
 
 # Request-scoped values.
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller")

@@ -6,6 +6,7 @@ from memoryd.storage.categories import CategoryStore
 from memoryd.storage.database import Database
 from memoryd.storage.devices import DeviceStore
 from memoryd.storage.events import EventStore
+from memoryd.storage.jobs import JobStore
 from memoryd.storage.memories import MemoryStore
 from memoryd.storage.messages import MessageStore
 from memoryd.storage.users import RefreshTokenStore, UserStore
@@ -21,3 +22,4 @@ class Storage:
         self.messages = MessageStore(db)
         self.events = EventStore(db)
         self.devices = DeviceStore(db)
+        self.jobs = JobStore(db)
