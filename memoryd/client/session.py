@@ -177,14 +177,17 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
+        # Ack and close on the live socket first: cancelling the runner clears ``_ws``.
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush_ack(ws)
+            await ws.close()
         for task in (self._acker, self._runner):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._ws is not None:
-            await self._flush_ack(self._ws)
-            await self._ws.close()
         self._fail_pending("client closed")
 
     # -- connection loop ----------------------------------------------------------------
@@ -254,7 +257,9 @@ class Client:
                 raise HandshakeError("protocol", f"expected welcome, got {type(first).__name__}")
             self.welcome = first
             self.device_id = str(first.device_id)
-            if self.last_seq is None or first.resync:
+            # Only a resync starts at the head. Without a last_seq and without resync the
+            # server replays from this device's stored ack: those events must be kept.
+            if first.resync:
                 self.last_seq = first.head_seq
             self._ws = ws
             self.connections += 1

@@ -17,12 +17,19 @@ class AckWriter:
         self._devices = devices
         self._interval = interval
         self._pending: dict[UUID, tuple[UUID, int]] = {}  # device -> (user, seq)
+        self._writing: list[dict[UUID, tuple[UUID, int]]] = []  # batches being saved
         self._task: asyncio.Task[None] | None = None
 
     def record(self, user_id: UUID, device_id: UUID, seq: int) -> None:
         current = self._pending.get(device_id)
         if current is None or seq > current[1]:
             self._pending[device_id] = (user_id, seq)
+
+    def newest(self, device_id: UUID) -> int:
+        """The device's newest ack not yet in the database (0 when none): a reconnecting
+        device must resume from it, not from the older stored one."""
+        entries = (b.get(device_id) for b in (self._pending, *self._writing))
+        return max((entry[1] for entry in entries if entry is not None), default=0)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="memoryd-ack-writer")
@@ -38,6 +45,7 @@ class AckWriter:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
+        self._writing.append(batch)
         try:
             await self._devices.save_acks([(u, d, s) for d, (u, s) in batch.items()])
         except Exception:
@@ -46,6 +54,8 @@ class AckWriter:
             )
             for device, (user, seq) in batch.items():
                 self.record(user, device, seq)
+        finally:
+            self._writing.remove(batch)
 
     async def _run(self) -> None:
         while True:

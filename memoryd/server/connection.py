@@ -72,6 +72,7 @@ class Connection:
         self.idle = asyncio.Event()  # no request being handled
         self.idle.set()
         self.draining = False  # shutting down: no new requests are taken
+        self.superseded = False  # closed with 4011: the device lives on in a newer socket
 
     @property
     def user_id(self) -> UUID | None:
@@ -221,6 +222,7 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        self.superseded = code == CloseCode.SUPERSEDED
         self._space.set()
         if self._expiry is not None:
             self._expiry.cancel()

@@ -24,6 +24,8 @@ async def dispatch(conn: Connection, frame: f.Request) -> Any:
             return {"pong": True, "time": datetime.now(UTC)}
         case f.AuthRefresh():
             claims = svc.tokens.verify_access(frame.access_token)
+            if claims.expires_at <= datetime.now(UTC):  # inside the skew leeway: still expired
+                raise Unauthorized("Token expired", code="token_expired")
             if claims.user_id != who.user_id:
                 raise Unauthorized("That token belongs to another user", code="unauthorized")
             conn.caller = caller_from_claims(claims, device_id=who.device_id)

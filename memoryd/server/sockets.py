@@ -75,7 +75,8 @@ class SocketServer:
             self.hub.remove(conn)
             await conn.cleanup()
             if conn.caller is not None:
-                self._announce_presence(conn, online=False)
+                if not conn.superseded:  # else the device is still online, elsewhere
+                    self._announce_presence(conn, online=False)
                 await self.acks.flush()
         return ws
 
@@ -91,6 +92,12 @@ class SocketServer:
         except ClientError as exc:
             await self._refuse(conn, exc.code, exc.message, CloseCode.UNAUTHORIZED)
             return False
+        if claims.expires_at.timestamp() <= time.time():
+            # Inside the clock-skew leeway, but the expiry timer would close it at once (and
+            # a client would reconnect with the same token again and again).
+            message = "Token expired"
+            await self._refuse(conn, ErrorCode.TOKEN_EXPIRED, message, CloseCode.UNAUTHORIZED)
+            return False
         if (
             await self._socket_count(claims.user_id, hello.device_id)
             >= self.settings.ws_max_sockets_per_user
@@ -98,13 +105,21 @@ class SocketServer:
             message = f"at most {self.settings.ws_max_sockets_per_user} sockets per user"
             await self._refuse(conn, ErrorCode.RATE_LIMITED, message, CloseCode.POLICY)
             return False
+        user = await svc.store.users.get(claims.user_id)
+        if user is None or not user.is_active:
+            message = "this account is disabled"
+            await self._refuse(conn, ErrorCode.UNAUTHORIZED, message, CloseCode.UNAUTHORIZED)
+            return False
         device = await svc.store.devices.open(claims.user_id, hello.device_id, hello.client)
         conn.caller = caller_from_claims(claims, device_id=device.id)
         head, pruned = await svc.store.events.positions(claims.user_id)
-        start, resync = _resume_point(
-            hello.last_seq, device.acked_seq, device.created, head, pruned
-        )
-        conn.acked_seq = min(start, device.acked_seq)
+        # An ack that arrived on this device's previous socket may not be saved yet.
+        acked_seq = max(device.acked_seq, self.acks.newest(device.id))
+        start, resync = _resume_point(hello.last_seq, acked_seq, device.created, head, pruned)
+        if start > acked_seq:  # resuming after (or resyncing at) start: the device has it
+            self.acks.record(claims.user_id, device.id, start)  # else a resume by id replays it
+            acked_seq = start
+        conn.acked_seq = min(start, acked_seq)
         previous = self.hub.add(conn)  # before the log is read: no event can fall between
         if previous is not None:
             await previous.close(CloseCode.SUPERSEDED, "superseded by a newer connection")
@@ -292,7 +307,9 @@ def _resume_point(
         last_seq = acked_seq
     if last_seq < pruned:
         return head, True  # what it missed is no longer in the log
-    return min(last_seq, head), False
+    if last_seq > head:
+        return head, True  # it has seen seqs this log never had (a restored database)
+    return last_seq, False
 
 
 def _error_frame(exc: ProtocolError) -> f.Error:
