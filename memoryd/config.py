@@ -63,6 +63,7 @@ class Settings:
     ws_max_frame_bytes: int = 64 * 1024
     max_content_chars: int = 10_000
     ws_max_queue: int = 1024
+    ws_stall_timeout: float = 30.0
     ws_requests_per_second: float = 20.0
     ws_request_burst: int = 60
     ws_max_sockets_per_user: int = 10
@@ -74,6 +75,10 @@ class Settings:
     openai_base_url: str | None = None
     openai_chat_model: str = "gpt-4o-mini"
     openai_embedding_model: str = "text-embedding-3-small"
+    ai_reply_wait: float = 10.0
+    ai_timeout: float = 60.0
+    ai_max_retries: int = 2
+    ai_max_concurrent: int = 3
     whatsapp_app_secret: str | None = None
     whatsapp_verify_token: str | None = None
     whatsapp_graph_url: str = "https://graph.facebook.com/v21.0"
@@ -115,6 +120,7 @@ class Settings:
             ws_max_frame_bytes=e.integer("MEMORYD_WS_MAX_FRAME_BYTES", 64 * 1024, minimum=1024),
             max_content_chars=e.integer("MEMORYD_MAX_CONTENT_CHARS", 10_000, minimum=1),
             ws_max_queue=e.integer("MEMORYD_WS_MAX_QUEUE", 1024, minimum=16),
+            ws_stall_timeout=e.seconds("MEMORYD_WS_STALL_TIMEOUT", 30.0),
             ws_requests_per_second=e.seconds("MEMORYD_WS_REQUESTS_PER_SECOND", 20.0),
             ws_request_burst=e.integer("MEMORYD_WS_REQUEST_BURST", 60, minimum=1),
             ws_max_sockets_per_user=e.integer("MEMORYD_WS_MAX_SOCKETS_PER_USER", 10, minimum=1),
@@ -125,6 +131,10 @@ class Settings:
             openai_base_url=e.url("OPENAI_BASE_URL", ("http", "https")),
             openai_chat_model=e.text("OPENAI_CHAT_MODEL") or cls.openai_chat_model,
             openai_embedding_model=e.text("OPENAI_EMBEDDING_MODEL") or cls.openai_embedding_model,
+            ai_reply_wait=e.seconds("MEMORYD_AI_REPLY_WAIT", cls.ai_reply_wait),
+            ai_timeout=e.seconds("MEMORYD_AI_TIMEOUT", cls.ai_timeout),
+            ai_max_retries=e.integer("MEMORYD_AI_MAX_RETRIES", cls.ai_max_retries),
+            ai_max_concurrent=e.integer("MEMORYD_AI_MAX_CONCURRENT", 3, minimum=1),
             whatsapp_app_secret=e.text("WHATSAPP_APP_SECRET"),
             whatsapp_verify_token=e.text("WHATSAPP_VERIFY_TOKEN"),
             whatsapp_graph_url=e.url("WHATSAPP_GRAPH_URL", ("http", "https"))

@@ -71,17 +71,18 @@ class DeliveryCursor(Generic[T]):
         self._buffer.pop(seq, None)
         return True
 
-    def finish_read(self) -> tuple[list[T], bool]:
+    def finish_read(self, room: int | None = None) -> tuple[list[T], bool]:
         """After a short log read: buffered events now contiguous, and whether caught up.
 
-        Not caught up when the buffer overflowed during the read (what it dropped is in
-        the log) or still holds a later seq than the next one (its predecessor's publish
-        is still on its way): read the log again.
+        At most ``room`` events are handed out (the socket's free queue slots). Not caught
+        up when the buffer overflowed during the read (what it dropped is in the log),
+        still holds a later seq than the next one (its predecessor's publish is still on
+        its way), or did not fit: read the log again.
         """
         ready: list[T] = []
         for seq in sorted(s for s in self._buffer if s <= self.last_seq):
             del self._buffer[seq]
-        while (nxt := self.last_seq + 1) in self._buffer:
+        while (nxt := self.last_seq + 1) in self._buffer and (room is None or len(ready) < room):
             ready.append(self._buffer.pop(nxt))
             self.last_seq = nxt
         caught_up = not self._overflowed and not self._buffer

@@ -97,20 +97,34 @@ class Connection:
     def _push(self, data: bytes, kind: Kind, label: str, published_at: float) -> None:
         if self.closing:
             return
-        if len(self._queue) >= self.max_queue:
-            self.server.metrics.ws_slow_consumer_closes.inc()
-            log.warning("slow consumer", extra={"device": str(self.device_id)})
-            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+        # Control frames answer requests, which the request rate bounds; a client that
+        # sends requests without reading the answers is the slow one.
+        if kind is Kind.CONTROL and len(self._queue) >= 2 * self.max_queue:
+            self._slow_consumer()
             return
         self._queue.append((data, kind, label, published_at))
         self._wakeup.set()
 
-    async def _push_replayed(self, data: bytes) -> None:
-        """Replay is pulled from the log, so it waits for room instead of overflowing."""
+    def _slow_consumer(self) -> None:
+        if self.closing:
+            return
+        self.server.metrics.ws_slow_consumer_closes.inc()
+        log.warning("slow consumer", extra={"device": str(self.device_id)})
+        self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _room(self) -> int:
+        return max(0, self.max_queue - len(self._queue))
+
+    async def _wait_for_room(self) -> None:
+        """Replay is pulled from the log, so it waits for room instead of overflowing; a
+        peer that takes nothing for ``ws_stall_timeout`` is closed with 4009."""
         while len(self._queue) >= self.max_queue // 2 and not self.closing:
             self._space.clear()
-            await self._space.wait()
-        self._push(data, Kind.EVENT, "event", 0.0)
+            try:
+                await asyncio.wait_for(self._space.wait(), self.server.settings.ws_stall_timeout)
+            except TimeoutError:
+                self._slow_consumer()
+                return
 
     async def _write_loop(self) -> None:
         metrics = self.server.metrics
@@ -143,6 +157,11 @@ class Connection:
     def deliver_live(self, outbound: OutboundEvent) -> None:
         if self.cursor is None or self.closing:
             return
+        if not self._room() and not self.cursor.catching_up:
+            # No room: leave this event (and what follows) in the log and read it from
+            # there at the pace the socket drains. Nothing is dropped, nobody waits.
+            self.kick()
+            return
         offer = self.cursor.offer_live(outbound.seq, outbound)
         for item in offer.send:
             self._push(item.encoded(self.codec), Kind.EVENT, "event", item.published_at)
@@ -167,18 +186,21 @@ class Connection:
                     self.caller.user_id, cursor.begin_read(), REPLAY_BATCH
                 )
                 for event in rows:
+                    await self._wait_for_room()
                     if cursor.accept_replayed(event.seq):
                         frame = EventFrame(seq=event.seq, event=event.type, data=event.data)
-                        await self._push_replayed(self.codec.encode(frame))
+                        self._push(self.codec.encode(frame), Kind.EVENT, "event", 0.0)
                         self.server.metrics.ws_replayed_events.inc()
                 if len(rows) == REPLAY_BATCH:
                     continue
-                ready, caught_up = cursor.finish_read()
+                await self._wait_for_room()
+                # Synchronously from here: a live event must not slip in between.
+                ready, caught_up = cursor.finish_read(room=self._room())
                 for item in ready:
                     self._push(item.encoded(self.codec), Kind.EVENT, "event", item.published_at)
                 if caught_up:
                     return
-                if not rows:  # the missing seq's publish is still on its way
+                if not rows and ready == []:  # the missing seq's publish is on its way
                     await asyncio.sleep(0.005)
         except asyncio.CancelledError:
             raise

@@ -731,6 +731,7 @@ async def test_request_rate_is_limited_then_abuse_closes_with_4008(
 async def test_a_slow_consumer_is_closed_with_4009(start_server: StartServer, http: Any) -> None:
     server = await start_server(
         ws_max_queue=16,
+        ws_stall_timeout=1.0,
         max_content_chars=60_000,
         ws_requests_per_second=10_000,
         ws_request_burst=10_000,
@@ -747,8 +748,9 @@ async def test_a_slow_consumer_is_closed_with_4009(start_server: StartServer, ht
         await fast.next_event()
         big = "x" * 50_000
         sent = 0
-        while await metric(api, "websocket_slow_consumer_closes_total") < 1:
-            assert sent < 600, "the slow socket was never closed"
+        # Fill the slow socket's TCP buffers and queue; then it takes nothing for
+        # ws_stall_timeout and is closed.
+        while sent < 200 and await metric(api, "websocket_slow_consumer_closes_total") < 1:
             await asyncio.gather(
                 *(
                     fast.request(
@@ -761,6 +763,11 @@ async def test_a_slow_consumer_is_closed_with_4009(start_server: StartServer, ht
                 )
             )
             sent += 10
+
+        async def closed() -> bool:
+            return await metric(api, "websocket_slow_consumer_closes_total") >= 1
+
+        await eventually(closed, timeout=10)
         assert await slow.close_code() == 4009
         # The fast device was not held back, and got every event.
         events = await take(fast, sent)
@@ -783,3 +790,32 @@ async def test_presence_signals_when_another_device_comes_and_goes(url: str, use
             )
         offline = await signal_named(a, "presence")
         assert offline.data == {"deviceId": b.device_id, "online": False}
+
+
+async def test_a_burst_larger_than_the_queue_reaches_a_reading_device(
+    start_server: StartServer, http: Any
+) -> None:
+    """One request can commit more events than a socket's queue holds (a category with
+    many memories deleted): the overflow waits in the log, the socket stays open."""
+    server = await start_server(ws_max_queue=16)
+    api = Api(http, server.url)
+    user = await api.register()
+    category = await user.post("/api/categories", json={"name": "Burst"})
+    category_id = category.body["category"]["id"]
+    for i in range(40):
+        created = await user.post(
+            "/api/memories", json={"title": f"m{i}", "categoryId": category_id}
+        )
+        assert created.status == 201
+    async with device(ws_url(server), user.token) as dev:
+        head = dev.welcome.head_seq if dev.welcome else 0
+        await user.patch("/api/categories/" + category_id, json={"name": "Burst!"})
+        deleted = await user.delete("/api/categories/" + category_id)
+        assert deleted.status == 204
+        events = await take(dev, 42)  # category.updated, 40 memory.updated, category.deleted
+        assert [e.seq for e in events] == list(range(head + 1, head + 43))
+        assert [e.event for e in events[1:-1]] == ["memory.updated"] * 40
+        assert events[-1].event == "category.deleted"
+        assert dev.close_code is None and dev.connections == 1
+    assert await metric(api, "websocket_slow_consumer_closes_total") == 0
+    assert await metric(api, "websocket_replayed_events_total") > 0  # the log carried some
