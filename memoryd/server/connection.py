@@ -72,6 +72,7 @@ class Connection:
         self.idle = asyncio.Event()  # no request being handled
         self.idle.set()
         self.draining = False  # shutting down: no new requests are taken
+        self._close_requested = False
         self.superseded = False  # closed with 4011: the device lives on in a newer socket
 
     @property
@@ -106,8 +107,8 @@ class Connection:
         self._wakeup.set()
 
     def _slow_consumer(self) -> None:
-        if self.closing:
-            return
+        if self.closing or self._close_requested:
+            return  # counted and logged once per socket
         self.server.metrics.ws_slow_consumer_closes.inc()
         log.warning("slow consumer", extra={"device": str(self.device_id)})
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
@@ -237,7 +238,8 @@ class Connection:
         task.add_done_callback(self.server.background.discard)
 
     def close_soon(self, code: int, reason: str) -> None:
-        if not self.closing:
+        if not self.closing and not self._close_requested:
+            self._close_requested = True
             self.run_background(self.close(code, reason))
 
     async def close(self, code: int, reason: str) -> None:
