@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -85,6 +86,7 @@ class RedisFanout:
         self.poll_interval_up = poll_interval_up
         self.poll_interval_down = poll_interval_down
         self.presence_ttl = presence_ttl
+        self._key_ttl = math.ceil(presence_ttl) + 1  # a user's presence hash, unrefreshed
         self.up = False
         self._pubsub: Any = None
         self._confirmed: dict[str, asyncio.Event] = {}
@@ -108,6 +110,11 @@ class RedisFanout:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
+            # A loop can swallow a cancellation (Python 3.11's wait_for returns the result of
+            # a call that completes as it is cancelled): cancel again until it is done.
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._pubsub is not None:
@@ -179,7 +186,10 @@ class RedisFanout:
         key = f"{PRESENCE_PREFIX}{user_id}"
         if online:
             until = time.time() + self.presence_ttl
-            coro = self.redis.hset(key, str(device_id), f"{self.node_id}:{until:.0f}")
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(key, str(device_id), f"{self.node_id}:{until:.3f}")
+            pipe.expire(key, self._key_ttl)  # gone with the last node that refreshed it
+            coro: Any = pipe.execute()
         else:
             coro = self.redis.hdel(key, str(device_id))
         await self._safe(coro)
@@ -316,12 +326,13 @@ class RedisFanout:
             if not self.up:
                 continue
             now = time.time()
-            until = f"{self.node_id}:{now + self.presence_ttl:.0f}"
+            until = f"{self.node_id}:{now + self.presence_ttl:.3f}"
             pipe = self.redis.pipeline(transaction=False)
             users = self.hub.local_users()
             for user_id in users:
                 for device_id in self.hub.local_devices(user_id):
                     pipe.hset(f"{PRESENCE_PREFIX}{user_id}", str(device_id), until)
+                pipe.expire(f"{PRESENCE_PREFIX}{user_id}", self._key_ttl)
                 pipe.hgetall(f"{PRESENCE_PREFIX}{user_id}")
             try:
                 results = await asyncio.wait_for(pipe.execute(), self.call_timeout * 2)
@@ -331,9 +342,11 @@ class RedisFanout:
             for user_id, table in zip(users, tables, strict=False):
                 for device, value in table.items():
                     if not _alive(value, now):
-                        await self._safe(self.redis.hdel(f"{PRESENCE_PREFIX}{user_id}", device))
-                        data = {"deviceId": _text(device), "online": False}
-                        self.hub.signal_local(user_id, "presence", data, exclude_device=None)
+                        key = f"{PRESENCE_PREFIX}{user_id}"
+                        # The node whose HDEL removed it tells the user's devices on every node.
+                        if await self._safe(self.redis.hdel(key, device)):
+                            data = {"deviceId": _text(device), "online": False}
+                            self.hub.signal(user_id, "presence", data)
 
     async def _safe(self, coro: Any) -> Any:
         try:
