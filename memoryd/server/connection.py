@@ -4,7 +4,8 @@ Live events come from the hub (``deliver_live``), replayed ones from the event l
 (``_catch_up``); a `DeliveryCursor` keeps them gap-free, in order and without duplicates.
 Nothing here awaits a slow peer on the fan-out path: ``push`` is synchronous and a full
 queue closes the socket with 4009 (the device resumes from its last ack). Ephemeral
-signals are dropped first, once the queue is half full.
+signals are dropped first, once the queue is half full. A frame for a socket with nothing
+queued and room in its transport is written at once, without a hop through the writer.
 """
 
 from __future__ import annotations
@@ -44,6 +45,45 @@ class Kind(IntEnum):
     SIGNAL = 2
 
 
+class Flag:
+    """`asyncio.Event`'s ``set``/``clear``/``is_set``/``wait``, without the deque every Event
+    allocates (0.7 KiB; a socket has four flags and 10k sockets are the aim). Waiters are
+    rare here: the parked writer, a replay waiting for room, shutdown."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._waiters.remove(waiter)
+
+
 class Connection:
     def __init__(
         self, server: SocketServer, ws: web.WebSocketResponse, request: web.Request, codec: Codec
@@ -60,16 +100,16 @@ class Connection:
         settings = server.settings
         self.max_queue = settings.ws_max_queue
         self.bucket = TokenBucket(settings.ws_requests_per_second, settings.ws_request_burst)
-        self.violations: deque[float] = deque()
+        self.violations: deque[float] | None = None  # refused requests, made on the first
         self._queue: deque[tuple[bytes, Kind, str, float]] = deque()
-        self._wakeup = asyncio.Event()
-        self._space = asyncio.Event()
+        self._wakeup = Flag()
+        self._space = Flag()
         self._opcode = WSMsgType.BINARY if codec.binary else WSMsgType.TEXT
         self._writer: asyncio.Task[None] | None = None
         self._catch_up_task: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
-        self._drained = asyncio.Event()
-        self.idle = asyncio.Event()  # no request being handled
+        self._drained = Flag()
+        self.idle = Flag()  # no request being handled
         self.idle.set()
         self.draining = False  # shutting down: no new requests are taken
         self._close_requested = False
@@ -103,8 +143,42 @@ class Connection:
         if kind is Kind.CONTROL and len(self._queue) >= 2 * self.max_queue:
             self._slow_consumer()
             return
+        if not self._queue and not self._wakeup.is_set() and self._write_now(data):
+            self._sent(label, published_at)
+            return
         self._queue.append((data, kind, label, published_at))
         self._wakeup.set()
+        if self._writer is None:  # started on the first frame that has to wait
+            self._writer = asyncio.create_task(self._write_loop(), name="memoryd-ws-writer")
+
+    def _write_now(self, data: bytes) -> bool:
+        """Write a frame at once when nothing is queued or being written and the transport
+        has room: no writer-task switch per frame, the common case of fan-out.
+
+        An uncompressed ``send_frame`` finishes without suspending unless the transport
+        asked to pause, so it is stepped here synchronously. False: use the queue.
+        """
+        transport = self.request.transport
+        if transport is None or transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        step = self.ws.send_frame(data, self._opcode)
+        try:
+            step.send(None)
+        except StopIteration:
+            return True
+        except (ConnectionError, RuntimeError):
+            self.close_soon(CloseCode.GOING_AWAY, "write failed")
+            return True
+        # The frame is written; it stopped at the flow-control wait, which the writer
+        # task does before its next frame anyway.
+        step.close()
+        return True
+
+    def _sent(self, label: str, published_at: float) -> None:
+        metrics = self.server.metrics
+        metrics.frames_out(label).inc()
+        if published_at:
+            metrics.ws_fanout_latency.observe(time.perf_counter() - published_at)
 
     def _slow_consumer(self) -> None:
         if self.closing or self._close_requested:
@@ -128,7 +202,6 @@ class Connection:
                 return
 
     async def _write_loop(self) -> None:
-        metrics = self.server.metrics
         half = self.max_queue // 2
         try:
             while True:
@@ -141,18 +214,15 @@ class Connection:
                 if len(self._queue) < half:
                     self._space.set()
                 await self.ws.send_frame(data, self._opcode)
-                metrics.ws_frames_out.labels(label).inc()
-                if published_at:
-                    metrics.ws_fanout_latency.observe(time.perf_counter() - published_at)
+                self._sent(label, published_at)
         except (ConnectionError, RuntimeError):
             self.close_soon(CloseCode.GOING_AWAY, "write failed")
 
     # -- events -------------------------------------------------------------------------
 
     def start(self, cursor: DeliveryCursor[OutboundEvent]) -> None:
-        """Begin writing and replaying; live events are buffered until caught up."""
+        """Begin replaying; live events are buffered until caught up."""
         self.cursor = cursor
-        self._writer = asyncio.create_task(self._write_loop(), name="memoryd-ws-writer")
         self._start_catch_up()
 
     def deliver_live(self, outbound: OutboundEvent) -> None:
@@ -176,7 +246,13 @@ class Connection:
 
     def _start_catch_up(self) -> None:
         if self._catch_up_task is None or self._catch_up_task.done():
-            self._catch_up_task = asyncio.create_task(self._catch_up(), name="memoryd-catch-up")
+            task = asyncio.create_task(self._catch_up(), name="memoryd-catch-up")
+            task.add_done_callback(self._caught_up)
+            self._catch_up_task = task
+
+    def _caught_up(self, task: asyncio.Task[None]) -> None:
+        if self._catch_up_task is task:  # an idle socket keeps no finished task
+            self._catch_up_task = None
 
     async def _catch_up(self) -> None:
         assert self.cursor is not None and self.caller is not None

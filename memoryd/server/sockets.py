@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from typing import Any
 from uuid import UUID
 
@@ -271,10 +272,13 @@ class SocketServer:
 
     def _count_violation(self, conn: Connection) -> None:
         now = time.monotonic()
-        conn.violations.append(now)
-        while conn.violations and now - conn.violations[0] > _ABUSE_WINDOW:
-            conn.violations.popleft()
-        if len(conn.violations) > self.settings.ws_request_burst:
+        violations = conn.violations
+        if violations is None:
+            violations = conn.violations = deque()
+        violations.append(now)
+        while violations and now - violations[0] > _ABUSE_WINDOW:
+            violations.popleft()
+        if len(violations) > self.settings.ws_request_burst:
             conn.close_soon(CloseCode.POLICY, "request rate abuse")
 
     # -- shutdown -----------------------------------------------------------------------

@@ -30,6 +30,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release: nothing to reset. Pooled connections change no session state (no SET,
+    LISTEN, cursors or session advisory locks; migrations use a connection of their own), so
+    asyncpg's reset query, one more round trip on every release, is skipped. asyncpg still
+    rolls back a transaction left open."""
+
+
 class Database:
     """A pool plus small helpers; repositories share one instance."""
 
@@ -43,6 +50,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_keep_session,
             command_timeout=30,
             server_settings={"application_name": "memoryd"},
         )
