@@ -9,6 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
+from memoryd.errors import RateLimited
 from memoryd.storage.database import Database
 
 _COLUMNS = """id, kind, user_id, dedupe_key, payload, status, attempts, max_attempts,
@@ -42,10 +43,18 @@ class NewJob:
     dedupe_key: str | None = None
     max_attempts: int = 8
     delay_seconds: float = 0.0
+    max_active: int | None = None  # refuse while the user has this many of the kind active
 
 
 async def enqueue(conn: asyncpg.Connection, job: NewJob) -> UUID | None:
-    """Add a job inside the caller's transaction; None when its dedupe key already exists."""
+    """Add a job inside the caller's transaction; None when its dedupe key already exists.
+
+    With ``max_active``, raise `RateLimited` while the job's user already has that many
+    jobs of its kind pending or running. A per-user advisory lock, held until the caller's
+    transaction ends, makes the count and the insert one step for concurrent callers.
+    """
+    if job.max_active is not None and job.user_id is not None:
+        await _check_active(conn, job, job.max_active)
     return await conn.fetchval(  # type: ignore[no-any-return]
         """INSERT INTO jobs (kind, user_id, dedupe_key, payload, max_attempts, run_after)
            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
@@ -58,6 +67,24 @@ async def enqueue(conn: asyncpg.Connection, job: NewJob) -> UUID | None:
         job.max_attempts,
         job.delay_seconds,
     )
+
+
+async def _check_active(conn: asyncpg.Connection, job: NewJob, cap: int) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"jobs:{job.kind}:{job.user_id}"
+    )
+    active = await conn.fetchval(
+        """SELECT count(*) FROM jobs
+           WHERE kind = $1 AND user_id = $2 AND status IN ('pending', 'running')""",
+        job.kind,
+        job.user_id,
+    )
+    if active >= cap:
+        raise RateLimited(
+            f"at most {cap} may be in progress at once; wait for one to finish",
+            retry_after=1.0,
+            details={"limit": job.kind, "retryAfter": 1},
+        )
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -103,6 +130,18 @@ class JobStore:
             job_id,
             node,
             lease_seconds,
+        )
+        return status.endswith(" 1")
+
+    async def set_payload(self, job_id: UUID, node: str, payload: Any) -> bool:
+        """Replace the payload of a job this node holds: progress that must survive the
+        node (e.g. "a send has begun"). False when the lease was lost."""
+        status = await self.db.execute(
+            """UPDATE jobs SET payload = $3, updated_at = now()
+               WHERE id = $1 AND leased_by = $2 AND status = 'running'""",
+            job_id,
+            node,
+            payload,
         )
         return status.endswith(" 1")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from memoryd.errors import Conflict, NotFound, ValidationFailed
 from memoryd.protocol.models import Deleted, Event, Message
 from memoryd.storage.database import Database
 from memoryd.storage.events import append_event
+from memoryd.storage.jobs import NewJob, enqueue
 from memoryd.storage.rows import MESSAGE_COLUMNS, set_clause, to_model, to_models
 
 
@@ -54,9 +56,18 @@ class MessageStore:
         return to_model(Message, row) if row else None
 
     async def create(
-        self, user_id: UUID, memory_id: UUID, new: NewMessage
+        self,
+        user_id: UUID,
+        memory_id: UUID,
+        new: NewMessage,
+        *,
+        job: Callable[[Message], NewJob | Sequence[NewJob] | None] | None = None,
     ) -> tuple[Message, Event | None]:
         """Store a message; return it with its event, or the earlier one and no event.
+
+        ``job`` builds a durable job for the new message (a WhatsApp send, an AI reply),
+        enqueued in the same transaction: the message and its job commit together or not
+        at all. An idempotent replay enqueues nothing.
 
         The same ``client_msg_id`` twice (also concurrently) stores one message: the loser
         of a race hits the unique index, its transaction (and the seq it took) rolls back,
@@ -96,6 +107,10 @@ class MessageStore:
                            WHERE user_id = $1 AND id = ANY($2::uuid[])""",
                         user_id, list(new.attachments), message.id, memory_id,
                     )  # fmt: skip
+                if job is not None:
+                    new_jobs = job(message)
+                    for new_job in [new_jobs] if isinstance(new_jobs, NewJob) else new_jobs or ():
+                        await enqueue(conn, new_job)
                 return message, await append_event(conn, user_id, "message.created", message)
         except asyncpg.UniqueViolationError:
             assert new.client_msg_id is not None
