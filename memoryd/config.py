@@ -82,6 +82,9 @@ class Settings:
     whatsapp_app_secret: str | None = None
     whatsapp_verify_token: str | None = None
     whatsapp_graph_url: str = "https://graph.facebook.com/v21.0"
+    whatsapp_webhook_url: str | None = None
+    whatsapp_send_rate: float = 80.0
+    whatsapp_max_media_bytes: int = 100 * 1024 * 1024
     pinecone_api_key: str | None = None
     pinecone_index: str = "memory-embeddings"
     google_client_id: str | None = None
@@ -139,6 +142,11 @@ class Settings:
             whatsapp_verify_token=e.text("WHATSAPP_VERIFY_TOKEN"),
             whatsapp_graph_url=e.url("WHATSAPP_GRAPH_URL", ("http", "https"))
             or cls.whatsapp_graph_url,
+            whatsapp_webhook_url=e.url("WHATSAPP_WEBHOOK_URL", ("http", "https")),
+            whatsapp_send_rate=e.seconds("WHATSAPP_SEND_RATE", 80.0),
+            whatsapp_max_media_bytes=e.integer(
+                "WHATSAPP_MAX_MEDIA_BYTES", 100 * 1024 * 1024, minimum=1024
+            ),
             pinecone_api_key=e.text("PINECONE_API_KEY"),
             pinecone_index=e.text("PINECONE_INDEX") or cls.pinecone_index,
             google_client_id=e.text("GOOGLE_CLIENT_ID"),

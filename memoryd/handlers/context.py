@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from uuid import UUID
 
 from memoryd.bridges.google import GoogleOAuth
+from memoryd.bridges.whatsapp import WhatsAppBridge
 from memoryd.config import Settings
 from memoryd.errors import Forbidden
+from memoryd.handlers.ai_runtime import AIRuntime
 from memoryd.handlers.rbac import Permission
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.protocol.models import Event
@@ -21,11 +23,18 @@ class EventSink(Protocol):
 
     def publish(self, user_id: UUID, events: Sequence[Event]) -> None: ...
 
+    def signal(self, user_id: UUID, name: str, data: Any) -> None:
+        """Send an ephemeral signal (e.g. ``ai.delta``) to every device of the user."""
+        ...
+
 
 class NoDelivery:
     """Sink for a process with no sockets attached (the CLI): events stay in the log only."""
 
     def publish(self, user_id: UUID, events: Sequence[Event]) -> None:
+        return None
+
+    def signal(self, user_id: UUID, name: str, data: Any) -> None:
         return None
 
 
@@ -36,6 +45,9 @@ class Services:
     tokens: TokenIssuer
     events: EventSink
     google: GoogleOAuth | None = None
+    whatsapp: WhatsAppBridge | None = None  # set when WHATSAPP_APP_SECRET is configured
+    wake_jobs: Callable[[], None] = lambda: None  # a job was enqueued: run it now
+    ai: AIRuntime = field(default_factory=AIRuntime)  # Memo: provider, limits, metrics
 
     def publish(self, user_id: UUID, *events: Event | None) -> None:
         committed = [e for e in events if e is not None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from memoryd.errors import NotFound, ValidationFailed
+from memoryd.handlers import ai_reply, whatsapp
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.fields import fields_of, require_changes
 from memoryd.handlers.rbac import Permission
@@ -29,24 +30,47 @@ def _check_content_length(svc: Services, content: object) -> None:
         )
 
 
+# clientMsgIds the server gives its own messages (Memo's replies, WhatsApp inbound): a
+# client that took one could block the message it stands for.
+RESERVED_CLIENT_MSG_ID_PREFIXES = ("memo:", "wa:")
+
+
+def _check_client_msg_id(client_msg_id: str | None) -> None:
+    if client_msg_id is not None and client_msg_id.startswith(RESERVED_CLIENT_MSG_ID_PREFIXES):
+        reserved = " and ".join(f"`{p}`" for p in RESERVED_CLIENT_MSG_ID_PREFIXES)
+        raise ValidationFailed(
+            "Validation failed",
+            details=[{"field": "clientMsgId", "message": f"the prefixes {reserved} are reserved"}],
+        )
+
+
 async def send_message(
     svc: Services, caller: Caller, memory_id: UUID, req: SendMessageRequest
 ) -> SendResult:
     caller.require(Permission.WRITE_MEMORIES)
     _check_content_length(svc, req.content)
+    _check_client_msg_id(req.client_msg_id)
+    new = NewMessage(
+        content=req.content,
+        message_type=req.message_type,
+        metadata=req.metadata,
+        attachments=tuple(req.attachments),
+        parent_id=req.parent_id,
+        client_msg_id=req.client_msg_id,
+    )
+    # In a WhatsApp thread the message is stored pending, with its send job.
+    outbound = await whatsapp.plan_outbound(svc, caller, memory_id, new)
+    # With ai: true (or in a thread Memo answers) Memo's reply job is stored with it.
+    reply = await ai_reply.planned_reply(svc, caller, memory_id, req.ai, req.client_msg_id)
     message, event = await svc.store.messages.create(
         caller.user_id,
         memory_id,
-        NewMessage(
-            content=req.content,
-            message_type=req.message_type,
-            metadata=req.metadata,
-            attachments=tuple(req.attachments),
-            parent_id=req.parent_id,
-            client_msg_id=req.client_msg_id,
-        ),
+        outbound.message if outbound else new,
+        job=ai_reply.combine(outbound.job if outbound else None, reply),
     )
     svc.publish(caller.user_id, event)
+    if (outbound is not None or reply is not None) and event is not None:
+        svc.wake_jobs()
     return SendResult(message=message, created=event is not None)
 
 

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import msgspec
 
+from memoryd.protocol.ai import AskRequest, CancelRequest
 from memoryd.protocol.requests import (
     ClientMsgId,
     CreateCategoryRequest,
@@ -152,6 +153,20 @@ class MessageHistory(msgspec.Struct, tag="message.history", **_CLIENT):
     limit: Limit = 50
 
 
+class AiAsk(AskRequest, tag="ai.ask", **_CLIENT):
+    """Ask Memo about the thread; the reply streams as ``ai.delta`` signals, then arrives
+    as a ``message.created`` event."""
+
+    id: RequestId
+    memory_id: UUID
+
+
+class AiCancel(CancelRequest, tag="ai.cancel", **_CLIENT):
+    """Stop Memo's reply to ``replyTo`` (or every reply in ``memoryId``)."""
+
+    id: RequestId
+
+
 Request = (
     Ping
     | AuthRefresh
@@ -171,6 +186,8 @@ Request = (
     | MessageEdit
     | MessageDelete
     | MessageHistory
+    | AiAsk
+    | AiCancel
 )
 ClientFrame = Hello | Ack | Request
 

@@ -132,6 +132,7 @@ class SendMessageRequest(msgspec.Struct, rename="camel", kw_only=True):
     metadata: Any = None
     parent_id: UUID | None = None
     client_msg_id: ClientMsgId | None = None
+    ai: bool = False  # ask Memo to reply (needs access:ai); the reply arrives as an event
 
 
 class EditMessageRequest(msgspec.Struct, rename="camel", kw_only=True):

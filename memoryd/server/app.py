@@ -11,16 +11,22 @@ import aiohttp
 import redis.asyncio as redis_asyncio
 from aiohttp import web
 
+from memoryd.bridges.ai import provider_for
 from memoryd.bridges.google import GoogleOAuth
+from memoryd.bridges.whatsapp import GraphClient, Throttle, WhatsAppBridge
 from memoryd.config import RateLimit, Settings
+from memoryd.crypto import SecretBox
+from memoryd.handlers import ai_reply, whatsapp
+from memoryd.handlers.ai_runtime import AIRuntime
 from memoryd.handlers.context import Services
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.keys import load_or_create_keys
 from memoryd.server.acks import AckWriter
+from memoryd.server.ai_hooks import ServerAIHooks
 from memoryd.server.fanout import RedisFanout
 from memoryd.server.http import request_middleware
-from memoryd.server.jobs import JobRunner
 from memoryd.server.hub import Hub
+from memoryd.server.jobs import JobRunner
 from memoryd.server.keys import (
     JOBS,
     LIMITERS,
@@ -35,8 +41,9 @@ from memoryd.server.keys import (
 from memoryd.server.maintenance import prune_events
 from memoryd.server.metrics import Metrics
 from memoryd.server.ratelimit import Limiter, RateLimiter, SharedRateLimiter
-from memoryd.server.routes import auth, health, resources
+from memoryd.server.routes import ai, auth, health, resources, sync, webhooks
 from memoryd.server.sockets import SocketServer
+from memoryd.storage.ai import AI_REPLY
 from memoryd.storage.bootstrap import database_dsn, open_database
 from memoryd.storage.store import Storage
 
@@ -59,6 +66,9 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(auth.routes)
     app.add_routes(resources.routes)
+    app.add_routes(sync.routes)
+    app.add_routes(webhooks.routes)
+    app.add_routes(ai.routes)
     return app
 
 
@@ -92,6 +102,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             ),
             events=hub,
             google=_google(settings, session),
+            whatsapp=_whatsapp(settings, session, keys.secret_key),
         )
         fanout = None
         if redis_client is not None:
@@ -106,6 +117,12 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             hub.remote = fanout
             fanout.start()
         app[JOBS] = jobs = JobRunner(services.store.jobs)
+        services.wake_jobs = jobs.wake
+        services.ai = AIRuntime(provider=provider_for(settings), hooks=ServerAIHooks(app))
+        jobs.register(AI_REPLY, ai_reply.job_handler(services))
+        if services.whatsapp is not None:  # only nodes configured for WhatsApp run its jobs
+            for kind, handler in whatsapp.job_handlers(services).items():
+                jobs.register(kind, handler)
         acks = AckWriter(services.store.devices, settings.ack_flush_interval)
         acks.start()
         app[SOCKETS] = SocketServer(settings, services, hub, app[METRICS], acks)
@@ -115,6 +132,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             await jobs.stop()
+            await services.ai.provider.aclose()
             pruner.cancel()
             await acks.stop()
             if fanout is not None:
@@ -143,6 +161,20 @@ def _google(settings: Settings, session: aiohttp.ClientSession) -> GoogleOAuth |
         client_secret=settings.google_client_secret,
         token_url=settings.google_token_url,
         jwks_url=settings.google_jwks_url,
+    )
+
+
+def _whatsapp(
+    settings: Settings, session: aiohttp.ClientSession, secret_key: str
+) -> WhatsAppBridge | None:
+    if not settings.whatsapp_app_secret:
+        return None
+    return WhatsAppBridge(
+        graph=GraphClient(session, settings.whatsapp_graph_url),
+        box=SecretBox(secret_key, "whatsapp-access-token"),
+        throttle=Throttle(settings.whatsapp_send_rate),
+        data_dir=settings.data_dir,
+        max_media_bytes=settings.whatsapp_max_media_bytes,
     )
 
 

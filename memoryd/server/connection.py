@@ -2,10 +2,12 @@
 
 Live events come from the hub (``deliver_live``), replayed ones from the event log
 (``_catch_up``); a `DeliveryCursor` keeps them gap-free, in order and without duplicates.
-Nothing here awaits a slow peer on the fan-out path: ``push`` is synchronous and a full
-queue closes the socket with 4009 (the device resumes from its last ack). Ephemeral
-signals are dropped first, once the queue is half full. A frame for a socket with nothing
-queued and room in its transport is written at once, without a hop through the writer.
+Nothing here awaits a slow peer on the fan-out path: ``push`` is synchronous. A live
+event that finds the queue full stays in the event log and is replayed as the socket
+drains; a socket whose queue stays at least half full for ``ws_stall_timeout`` is closed
+with 4009 (the device resumes from its last ack). Ephemeral signals are dropped first,
+once the queue is half full. A frame for a socket with nothing queued and room in its
+transport is written at once, without a hop through the writer.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from memoryd.errors import Unauthorized
-from memoryd.handlers import categories, memories, messages
+from memoryd.handlers import ai, categories, memories, messages
 from memoryd.handlers.auth import caller_from_claims
 from memoryd.protocol import frames as f
 
@@ -69,6 +69,10 @@ async def dispatch(conn: Connection, frame: f.Request) -> Any:
             return {"deleted": True}
         case f.MessageHistory():
             return await messages.history(svc, who, frame.memory_id, frame.before, frame.limit)
+        case f.AiAsk():  # counts against the user's "ai" limit, as REST AI calls do
+            return await ai.ask(svc, who, frame.memory_id, frame)
+        case f.AiCancel():
+            return await ai.cancel(svc, who, frame)
     raise AssertionError(f"no dispatch for {type(frame).__name__}")  # pragma: no cover
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 import uuid
@@ -56,6 +57,8 @@ def json_response(
 
 
 def error_response(error: ClientError, headers: dict[str, str] | None = None) -> web.Response:
+    if isinstance(error, RateLimited):  # also a limit raised by a handler, with no Decision
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after))), **(headers or {})}
     return json_response({"error": error.to_dict()}, error.status, headers)
 
 

@@ -2,8 +2,8 @@
 
 ``publish`` is called after a transaction commits. It is synchronous and never awaits a
 socket: each event is encoded at most once per codec (lazily, on first use) and queued on
-every socket of that user, the sending device included. Slow sockets are closed by their
-own bounded queue, never waited for.
+every socket of that user, the sending device included. A slow socket is never waited
+for: past its bounded queue it reads the rest from the event log, at its own pace.
 """
 
 from __future__ import annotations

@@ -45,8 +45,25 @@ from memoryd.handlers.auth import (
     RegisterRequest,
 )
 from memoryd.handlers.rbac import ROLE_PERMISSIONS, Permission
+from memoryd.handlers.sync import (
+    ConnectWhatsAppRequest,
+    ConnectWhatsAppResult,
+    ForceSyncRequest,
+    ForceSyncResult,
+    SyncStatus,
+    WhatsAppUnavailable,
+)
 from memoryd.handlers.tokens import ALGORITHM, AUDIENCE, ISSUER
 from memoryd.handlers.users import UpdateProfileRequest
+from memoryd.handlers.whatsapp import WebhookReceipt
+from memoryd.protocol.ai import (
+    CategorizeRequest,
+    CategorizeResponse,
+    ChatRequest,
+    ChatResponse,
+    SummarizeRequest,
+    SummarizeResponse,
+)
 from memoryd.protocol.models import Category, Memory, Message, ReadMarker, User
 from memoryd.protocol.requests import (
     CreateCategoryRequest,
@@ -78,6 +95,32 @@ CategoryList = _envelope("CategoryList", "categories", list[Category])
 MemoryResponse = _envelope("MemoryResponse", "memory", Memory)
 MessageResponse = _envelope("MessageResponse", "message", Message)
 ReadResponse = _envelope("ReadResponse", "read", ReadMarker)
+
+
+class SentMessage(msgspec.Struct, rename="camel", kw_only=True):
+    """`aiResponse`: Memo's reply, present when the send had `ai: true` and the reply was
+    stored within MEMORYD_AI_REPLY_WAIT; its `status` is `sent`, `failed` or `cancelled`."""
+
+    message: Message
+    ai_response: Message | UnsetType = UNSET
+
+
+class WhatsAppWebhook(msgspec.Struct, kw_only=True):
+    """A WhatsApp Cloud API webhook delivery as Meta sends it: `entry[].changes[].value`
+    carries `metadata.phone_number_id`, `contacts`, `messages` and `statuses`."""
+
+    object: str
+    entry: list[dict[str, Any]]
+
+
+class HubVerification(
+    msgspec.Struct,
+    kw_only=True,
+    rename={"mode": "hub.mode", "verify_token": "hub.verify_token", "challenge": "hub.challenge"},
+):
+    mode: Literal["subscribe"]
+    verify_token: str
+    challenge: str
 
 
 class FieldError(msgspec.Struct, kw_only=True):
@@ -225,17 +268,81 @@ OPERATIONS: tuple[Op, ...] = (
        notes="Ordered by `seq`; `before` and `after` bound `createdAt` (exclusive). "
        "Unknown parameters are 400."),
     Op("POST", "/api/memories/{id}/messages", "sendMessage", "Send a message", "Messages",
-       response=MessageResponse, status=201, body=SendMessageRequest, permission=_WRITE,
+       response=SentMessage, status=201, body=SendMessageRequest, permission=_WRITE,
        errors=(409,), notes="Idempotent: a `clientMsgId` seen before (the `Idempotency-Key` "
        "header stands for it when the body has none) returns the earlier message, with "
        "`Idempotent-Replayed: true`; one used in another memory is 409. `content` is limited "
-       "to MEMORYD_MAX_CONTENT_CHARS characters (10000 by default)."),
+       "to MEMORYD_MAX_CONTENT_CHARS characters (10000 by default). In a WhatsApp thread "
+       "the message is stored `pending` and sent to the contact (text only, at most 4096 "
+       "characters; it needs `sync:whatsapp`, and 409 `whatsapp_not_connected` when the "
+       "number was disconnected). With `ai: true` (it needs `access:ai` and counts against "
+       "the `ai` limit) Memo replies in the thread: the answer waits up to "
+       "MEMORYD_AI_REPLY_WAIT seconds (10) for the reply and includes it as `aiResponse`; "
+       "a later reply arrives as a `message.created` event. A memory whose "
+       "`metadata.memoAnswers` is true gets a reply to every message of an AI user."),
     Op("GET", "/api/memories/{id}/messages/{messageId}", "getMessage", "One message",
        "Messages", response=MessageResponse, permission=_READ),
     Op("PATCH", "/api/memories/{id}/messages/{messageId}", "editMessage", "Edit a message",
        "Messages", response=MessageResponse, body=EditMessageRequest, permission=_WRITE),
     Op("DELETE", "/api/memories/{id}/messages/{messageId}", "deleteMessage",
        "Delete a message", "Messages", status=204, permission=_DELETE),
+    # -- ai
+    Op("POST", "/api/ai/chat", "aiChat", "Ask Memo", "AI", response=ChatResponse,
+       body=ChatRequest, permission=Permission.ACCESS_AI, errors=(404, 502, 503),
+       notes="Memo answers from the thread of `memoryId` (404 when it is not the caller's) "
+       "and the caller's most relevant memories (full text search); `context` is any JSON "
+       "the app adds. Nothing is stored in a thread. `confidence` is the mean token "
+       "probability when the AI server reports log-probabilities, else a rough value from "
+       "how the answer ended; `suggestions` are titles of the memories used. Without "
+       "OPENAI_API_KEY / OPENAI_BASE_URL the local responder answers (model "
+       "`memoryd-local`): it quotes the caller's own matching writing and says so. "
+       "Counts against the `ai` limit (MEMORYD_RATE_LIMIT_AI); 429 also when "
+       "MEMORYD_AI_MAX_CONCURRENT calls are in progress."),
+    Op("POST", "/api/ai/categorize", "aiCategorize", "Suggest a category", "AI",
+       response=CategorizeResponse, body=CategorizeRequest, permission=Permission.ACCESS_AI,
+       errors=(502, 503), notes="Compares the content with each category (its name, and the "
+       "titles, descriptions and tags of its memories when it is one of the caller's) by "
+       "cosine similarity of embeddings (hashed word vectors for the local responder); "
+       "confidences are a softmax over the similarities. Without `existingCategories`, the "
+       "caller's categories. Counts against the `ai` limit."),
+    Op("POST", "/api/ai/summarize", "aiSummarize", "Summarize text", "AI",
+       response=SummarizeResponse, body=SummarizeRequest, permission=Permission.ACCESS_AI,
+       errors=(502, 503), notes="`maxLength` is in words; `wordCount` counts the summary's "
+       "words. The local responder extracts the most central sentences. Counts against "
+       "the `ai` limit."),
+    # -- sync
+    Op("GET", "/api/sync/status", "syncStatus", "Status of each sync provider", "Sync",
+       response=SyncStatus, permission=Permission.SYNC_WHATSAPP),
+    Op("POST", "/api/sync/whatsapp/connect", "connectWhatsApp",
+       "Connect a WhatsApp Business number", "Sync", response=ConnectWhatsAppResult,
+       body=ConnectWhatsAppRequest, permission=Permission.SYNC_WHATSAPP,
+       errors=(409, 502, 503), notes="`phoneNumber` is the phone number **id** (Meta: "
+       "WhatsApp > API Setup). The number and token are checked with the Graph API "
+       "(`whatsapp_rejected` 400 when refused); the token is stored encrypted "
+       "(AES-256-GCM). 409 `whatsapp_number_taken` when another account has the number. "
+       "Configure Meta's webhook with the returned `webhookUrl` and `verificationCode`. "
+       "See docs/whatsapp.md."),
+    Op("DELETE", "/api/sync/whatsapp", "disconnectWhatsApp", "Disconnect WhatsApp", "Sync",
+       status=204, permission=Permission.SYNC_WHATSAPP,
+       notes="Forgets the access token; threads and messages stay. Idempotent."),
+    Op("POST", "/api/sync/force", "forceSync", "Retry failed WhatsApp work now", "Sync",
+       response=ForceSyncResult, body=ForceSyncRequest, permission=Permission.SYNC_WHATSAPP,
+       errors=(409,), notes="Failed jobs go back in the queue: `push` the sends, `pull` the "
+       "inbound messages and statuses, `both` by default. 409 `whatsapp_not_connected`."),
+    # -- webhooks
+    Op("GET", "/api/webhooks/whatsapp", "verifyWhatsAppWebhook",
+       "Meta's webhook verification handshake", "Webhooks", response={"type": "string"},
+       media="text/plain", query=HubVerification, auth=False, errors=(403,),
+       notes="Requires `hub.mode=subscribe` and `hub.verify_token` equal to "
+       "WHATSAPP_VERIFY_TOKEN; answers the raw `hub.challenge`, else 403."),
+    Op("POST", "/api/webhooks/whatsapp", "receiveWhatsAppWebhook",
+       "WhatsApp Cloud API webhook deliveries", "Webhooks", response=WebhookReceipt,
+       body=WhatsAppWebhook, auth=False, errors=(403,),
+       notes="Requires `X-Hub-Signature-256: sha256=<hex>`, the HMAC-SHA256 of the raw body "
+       "with WHATSAPP_APP_SECRET; a missing or wrong signature is 403 and nothing is "
+       "stored. Every message and status is stored (deduplicated by wamid) before the "
+       "200; processing follows. Items for a phone number no user connected are counted "
+       "in `ignored` and dropped."),
 )  # fmt: skip
 
 TAGS = (
@@ -245,6 +352,9 @@ TAGS = (
     ("Categories", "Categories that memories are filed under."),
     ("Memories", "Memories: the threads a user keeps."),
     ("Messages", "Messages inside a memory."),
+    ("Sync", "Outside services a user connects: WhatsApp."),
+    ("AI", "Memo, the AI assistant (premium and admin)."),
+    ("Webhooks", "Calls from outside services, authenticated by their signatures."),
 )
 
 # status -> (reusable response name, description)
@@ -262,7 +372,8 @@ _ERRORS: dict[int, tuple[str, str]] = {
     ),
     403: (
         "Forbidden",
-        f"`{Forbidden.code}`: the token's role lacks the permission the message names.",
+        f"`{Forbidden.code}`: the token's role lacks the permission the message names; on "
+        "a webhook, a wrong verify token or signature (`invalid_signature`).",
     ),
     404: (
         "NotFound",
@@ -276,7 +387,18 @@ _ERRORS: dict[int, tuple[str, str]] = {
     415: ("UnsupportedMediaType", f"`{UnsupportedMediaType.code}`: the body is not JSON."),
     429: ("TooManyRequests", f"`{RateLimited.code}`: `details` is `{{limit, retryAfter}}`."),
     501: ("NotImplemented", "`oauth_not_configured`: Google sign-in is not configured."),
-    502: ("BadGateway", f"`{GoogleUnavailable.code}`: Google could not be reached."),
+    502: (
+        "BadGateway",
+        f"`{GoogleUnavailable.code}`: Google could not be reached; "
+        f"`{WhatsAppUnavailable.code}`: the Graph API could not be reached; "
+        "`ai_failed`: the AI server refused the call.",
+    ),
+    503: (
+        "ServiceUnavailable",
+        "`whatsapp_not_configured`: WHATSAPP_APP_SECRET or WHATSAPP_VERIFY_TOKEN is not set; "
+        "`ai_unavailable`: the AI server stayed busy or unreachable after retries "
+        "(`details.retryAfter` when it said how long to wait).",
+    ),
 }
 
 _RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")

@@ -44,17 +44,24 @@ class NewJob:
     max_attempts: int = 8
     delay_seconds: float = 0.0
     max_active: int | None = None  # refuse while the user has this many of the kind active
+    skip_over_cap: bool = False  # past max_active, add nothing instead of refusing
 
 
 async def enqueue(conn: asyncpg.Connection, job: NewJob) -> UUID | None:
     """Add a job inside the caller's transaction; None when its dedupe key already exists.
 
-    With ``max_active``, raise `RateLimited` while the job's user already has that many
-    jobs of its kind pending or running. A per-user advisory lock, held until the caller's
-    transaction ends, makes the count and the insert one step for concurrent callers.
+    With ``max_active``, raise `RateLimited` (or, with ``skip_over_cap``, add nothing and
+    return None) while the job's user already has that many jobs of its kind pending or
+    running. A per-user advisory lock, held until the caller's transaction ends, makes the
+    count and the insert one step for concurrent callers.
     """
     if job.max_active is not None and job.user_id is not None:
-        await _check_active(conn, job, job.max_active)
+        try:
+            await _check_active(conn, job, job.max_active)
+        except RateLimited:
+            if job.skip_over_cap:
+                return None
+            raise
     return await conn.fetchval(  # type: ignore[no-any-return]
         """INSERT INTO jobs (kind, user_id, dedupe_key, payload, max_attempts, run_after)
            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from memoryd.storage.ai import AIStore
 from memoryd.storage.categories import CategoryStore
 from memoryd.storage.database import Database
 from memoryd.storage.devices import DeviceStore
@@ -10,6 +11,7 @@ from memoryd.storage.jobs import JobStore
 from memoryd.storage.memories import MemoryStore
 from memoryd.storage.messages import MessageStore
 from memoryd.storage.users import RefreshTokenStore, UserStore
+from memoryd.storage.whatsapp import WhatsAppStore
 
 
 class Storage:
@@ -23,3 +25,5 @@ class Storage:
         self.events = EventStore(db)
         self.devices = DeviceStore(db)
         self.jobs = JobStore(db)
+        self.ai = AIStore(db)
+        self.whatsapp = WhatsAppStore(db)

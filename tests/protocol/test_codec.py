@@ -90,10 +90,13 @@ VALID: dict[str, dict[str, Any]] = {
         "attachments": [OTHER],
         "metadata": {"lang": "en"},
         "parentId": OTHER,
+        "ai": True,
     },
     "message.edit": {"id": 13, "messageId": OTHER, "content": "edited", "metadata": [1]},
     "message.delete": {"id": 14, "messageId": OTHER},
     "message.history": {"id": "h", "memoryId": MEMORY, "before": 30, "limit": 5},
+    "ai.ask": {"id": 15, "memoryId": MEMORY, "content": "Where was it?", "clientMsgId": "q-1"},
+    "ai.cancel": {"id": 16, "memoryId": MEMORY, "replyTo": OTHER},
 }
 
 
@@ -103,7 +106,7 @@ def _tags(union: Any) -> set[str]:
 
 def test_the_table_covers_every_client_frame_type() -> None:
     assert set(VALID) == _tags(f.ClientFrame)
-    assert len(f.REQUEST_TYPES) == len(_tags(f.Request)) == 18
+    assert len(f.REQUEST_TYPES) == len(_tags(f.Request)) == 20
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -262,6 +265,9 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"type": "message.edit", "id": 1, "content": "x"}, "messageId"),
     ({"type": "message.delete", "id": 1}, "messageId"),
     ({"type": "message.history", "id": 1, "memoryId": MEMORY, "limit": 101}, "limit"),
+    ({"type": "ai.ask", "id": 1}, "memoryId"),
+    ({"type": "ai.ask", "id": 1, "memoryId": MEMORY, "content": ""}, "content"),
+    ({"type": "ai.cancel", "id": 1, "replyTo": "x"}, "replyTo"),
 ]
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from memoryd.handlers import categories, memories, messages
+from memoryd.handlers import ai, categories, memories, messages
 from memoryd.handlers.fields import parse_id
 from memoryd.protocol import requests
 from memoryd.protocol.validation import parse
@@ -135,9 +135,15 @@ async def send_message(request: web.Request) -> web.Response:
     if key and isinstance(body, dict):
         body.setdefault("clientMsgId", key)
     req = parse(requests.SendMessageRequest, body)
-    result = await messages.send_message(services(request), who, memory_id, req)
+    svc = services(request)
+    result = await messages.send_message(svc, who, memory_id, req)
     headers = None if result.created else {"Idempotent-Replayed": "true"}
-    return json_response({"message": result.message}, status=201, headers=headers)
+    answer: dict[str, Any] = {"message": result.message}
+    if req.ai:  # the seed's {message, aiResponse} when Memo answers within the wait
+        reply = await ai.wait_for_reply(svc, who, result.message, svc.settings.ai_reply_wait)
+        if reply is not None:
+            answer["aiResponse"] = reply
+    return json_response(answer, status=201, headers=headers)
 
 
 @routes.get("/api/memories/{id}/messages/{messageId}")

@@ -1,0 +1,292 @@
+"""WhatsApp Cloud API (Meta Graph API): send text, fetch media, look up a phone number.
+
+Wire formats (https://developers.facebook.com/docs/whatsapp/cloud-api):
+
+- ``POST /{phone-number-id}/messages`` ``{messaging_product: "whatsapp", to, type: "text",
+  text: {body}}`` -> ``{messaging_product, contacts: [{input, wa_id}], messages: [{id}]}``.
+- ``GET /{media-id}`` -> ``{url, mime_type, sha256, file_size, id, messaging_product}``;
+  the ``url`` is short-lived and is fetched with the same bearer token.
+- ``GET /{phone-number-id}`` -> ``{id, display_phone_number, verified_name, ...}``.
+- Errors: ``{error: {message, type, code, error_subcode?, error_data?, fbtrace_id}}``.
+
+The base URL (``WHATSAPP_GRAPH_URL``) carries a pinned API version, so a test points it at
+a local fake and a deployment upgrades the version on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from memoryd.crypto import SecretBox
+
+# Graph error codes that mean "later", whatever the HTTP status: API unknown/temporarily
+# unavailable (1, 2), rate limits (4, 80007, 130429 throughput, 131056 pair rate),
+# "something went wrong" (131000) and service unavailable (131016).
+TRANSIENT_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056})
+_TITLE = re.compile(r"^\(#\d+\)\s*")
+_CHUNK = 64 * 1024
+_DOWNLOAD = aiohttp.ClientTimeout(total=600, connect=10, sock_read=60)  # up to 100 MB
+
+
+class GraphError(Exception):
+    """The Graph API refused a call, or could not be reached (``status == 0``)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: int | None = None,
+        subcode: int | None = None,
+        error_type: str | None = None,
+        details: str | None = None,
+        fbtrace_id: str | None = None,
+        retry_after: float | None = None,
+        ambiguous: bool = False,
+    ) -> None:
+        super().__init__(message)
+        # The request may have reached Meta and been acted on (no answer, or an unreadable
+        # one): a send that failed this way may have been delivered.
+        self.ambiguous = ambiguous
+        self.status = status
+        self.message = message
+        self.code = code
+        self.subcode = subcode
+        self.error_type = error_type
+        self.details = details
+        self.fbtrace_id = fbtrace_id
+        self.retry_after = retry_after
+
+    @property
+    def title(self) -> str:
+        """The message without its ``(#131047)`` prefix: "Re-engagement message"."""
+        return _TITLE.sub("", self.message)
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: unreachable, 429, a 5xx, or a throttling / outage error code."""
+        return (
+            self.status == 0
+            or self.status == 429
+            or self.status >= 500
+            or (self.code is not None and self.code in TRANSIENT_CODES)
+        )
+
+    def as_metadata(self) -> dict[str, Any]:
+        """What a failed message carries in ``metadata.whatsappError``."""
+        return {
+            "code": self.code,
+            "title": self.title,
+            "message": self.message,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    wamid: str
+    wa_id: str | None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    id: str
+    url: str
+    mime_type: str
+    sha256: str | None
+    file_size: int | None
+
+
+@dataclass(frozen=True)
+class Download:
+    size: int
+    sha256: str
+
+
+class GraphClient:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+
+    async def send_text(
+        self,
+        token: str,
+        phone_number_id: str,
+        to: str,
+        body: str,
+        *,
+        callback_data: str | None = None,
+    ) -> SentMessage:
+        """Send a text message; ``callback_data`` comes back in its status webhooks
+        (``biz_opaque_callback_data``), so a status can be matched even before the
+        wamid is recorded."""
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": {"preview_url": False, "body": body},
+        }
+        if callback_data is not None:
+            payload["biz_opaque_callback_data"] = callback_data
+        data = await self._call("POST", f"/{_segment(phone_number_id)}/messages", token, payload)
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages or "id" not in messages[0]:
+            raise GraphError(502, "Graph API answered a send without a message id")
+        contacts = data.get("contacts") or [{}]
+        return SentMessage(wamid=str(messages[0]["id"]), wa_id=contacts[0].get("wa_id"))
+
+    async def phone_number(self, token: str, phone_number_id: str) -> dict[str, Any]:
+        """The business phone number: ``{id, display_phone_number, verified_name, ...}``."""
+        fields = "id,display_phone_number,verified_name,quality_rating"
+        path = f"/{_segment(phone_number_id)}?fields={fields}"
+        return await self._call("GET", path, token)
+
+    async def media(self, token: str, media_id: str) -> MediaInfo:
+        data = await self._call("GET", f"/{_segment(media_id)}", token)
+        if not isinstance(data.get("url"), str):
+            raise GraphError(502, "Graph API answered a media lookup without a url")
+        size = data.get("file_size")
+        return MediaInfo(
+            id=str(data.get("id", media_id)),
+            url=data["url"],
+            mime_type=str(data.get("mime_type") or "application/octet-stream"),
+            sha256=data.get("sha256"),
+            file_size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
+        )
+
+    async def download(self, token: str, url: str, dest: Path, max_bytes: int) -> Download:
+        """Stream ``url`` (a media url, fetched with the bearer token) into ``dest``.
+
+        Written to a temporary file and renamed, so ``dest`` is whole or absent.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        try:
+            async with self._session.get(url, headers=_auth(token), timeout=_DOWNLOAD) as resp:
+                if resp.status != 200:
+                    raise await _error(resp)
+                with open(tmp, "wb") as out:  # noqa: ASYNC230 - chunks written off the loop
+                    async for chunk in resp.content.iter_chunked(_CHUNK):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise GraphError(413, f"media larger than {max_bytes} bytes")
+                        digest.update(chunk)
+                        await asyncio.to_thread(out.write, chunk)
+            await asyncio.to_thread(os.replace, tmp, dest)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GraphError(0, f"media download failed: {type(exc).__name__}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return Download(size=size, sha256=digest.hexdigest())
+
+    async def _call(
+        self, method: str, path: str, token: str, payload: Any = None
+    ) -> dict[str, Any]:
+        try:
+            async with self._session.request(
+                method, self.base_url + path, json=payload, headers=_auth(token)
+            ) as resp:
+                if resp.status != 200:
+                    raise await _error(resp)
+                data = await resp.json(content_type=None)
+        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
+            raise GraphError(0, f"Graph API unreachable: {type(exc).__name__}") from None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise GraphError(
+                0, f"Graph API gave no answer: {type(exc).__name__}", ambiguous=True
+            ) from None
+        if not isinstance(data, dict):
+            raise GraphError(502, "Graph API answered with no JSON object", ambiguous=True)
+        return data
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _error(resp: aiohttp.ClientResponse) -> GraphError:
+    retry_after = None
+    with contextlib.suppress(ValueError):
+        retry_after = float(resp.headers.get("Retry-After", ""))
+    try:
+        body = await resp.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return GraphError(resp.status, f"HTTP {resp.status}", retry_after=retry_after)
+    data = error.get("error_data")
+    code, subcode = error.get("code"), error.get("error_subcode")
+    return GraphError(
+        resp.status,
+        str(error.get("message") or f"HTTP {resp.status}"),
+        code=code if isinstance(code, int) else None,
+        subcode=subcode if isinstance(subcode, int) else None,
+        error_type=error.get("type"),
+        details=data.get("details") if isinstance(data, dict) else None,
+        fbtrace_id=error.get("fbtrace_id"),
+        retry_after=retry_after,
+    )
+
+
+class Throttle:
+    """A token bucket per key (phone number id): ``rate`` sends per second, bursts of
+    ``burst``. In-process: each node keeps its own buckets."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self._tokens: dict[str, float] = {}
+        self._updated: dict[str, float] = {}
+
+    def reserve(self, key: str) -> float:
+        """Take a token; return how long to wait before using it (0 when available now)."""
+        now = time.monotonic()
+        tokens = self._tokens.get(key, self.burst)
+        tokens = min(self.burst, tokens + (now - self._updated.get(key, now)) * self.rate)
+        tokens -= 1.0
+        self._tokens[key] = tokens
+        self._updated[key] = now
+        return 0.0 if tokens >= 0 else -tokens / self.rate
+
+    def release(self, key: str) -> None:
+        """Give back a reserved token that will not be used."""
+        self._tokens[key] = min(self.burst, self._tokens.get(key, self.burst) + 1.0)
+
+
+@dataclass
+class WhatsAppBridge:
+    """What the WhatsApp handlers need: the Graph client, the token box, the per-number
+    throttle and where media files go."""
+
+    graph: GraphClient
+    box: SecretBox
+    throttle: Throttle
+    data_dir: Path
+    max_media_bytes: int = 100 * 1024 * 1024
+    retry_base: float = 1.0  # seconds before the first retry; doubles each attempt
+    max_throttle_wait: float = 2.0  # wait in the job up to this long, else retry later
+
+    def media_path(self, user_id: str, file_id: str, extension: str) -> tuple[str, Path]:
+        """``(storage_path relative to the data dir, absolute path)`` of a media file."""
+        relative = f"files/{user_id}/{file_id}{extension}"
+        return relative, self.data_dir / relative
