@@ -3,14 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
+LINT_STAMP := $(VENV)/.lint-installed
 
-.PHONY: serve test lint install clean
+.PHONY: serve test lint install bench loadtest clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+$(BENCH_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+$(LINT_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,lint]'
+	@touch $(LINT_STAMP)
 
 install: $(STAMP)
 
@@ -20,10 +34,23 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
-	$(BIN)/ruff check memoryd tests
+# Every benchmark (docs/benchmarks.md): JSON + Markdown in loadtests/results/, plot in docs/.
+# On an embedded PostgreSQL, or DATABASE_URL. BENCH_ARGS="--only fanout --users 300" etc.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m loadtests.bench --plot docs/benchmarks-latency.png $(BENCH_ARGS)
+
+# The seed profile alone, full length (16 min): locust headless, PASS/FAIL on its thresholds.
+loadtest: $(BENCH_STAMP)
+	$(BIN)/python -m loadtests.bench --only seed --stage-scale $(or $(STAGE_SCALE),1) $(BENCH_ARGS)
+
+lint: $(STAMP) $(LINT_STAMP)
+	$(BIN)/ruff check memoryd tests loadtests
+	$(BIN)/ruff format --check memoryd tests loadtests
 	$(BIN)/lint-imports
-	$(BIN)/mypy memoryd/protocol memoryd/storage
+	$(BIN)/mypy memoryd
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubernetes-validate --strict --kubernetes-version 1.34.0 deploy/k8s/*.yaml
+	$(BIN)/yamllint --strict -c deploy/.yamllint.yaml deploy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

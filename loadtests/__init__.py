@@ -1,0 +1,1 @@
+"""Load tests (locust) and the asyncio benchmark harness; see docs/benchmarks.md."""

@@ -1,0 +1,1 @@
+"""Peer servers for the benchmarks: the same fan-out as memoryd's typing signal."""

@@ -1,0 +1,260 @@
+"""Run memoryd's benchmarks; write a JSON report, a Markdown table and a plot.
+
+    python -m loadtests.bench                       # everything (what `make bench` runs)
+    python -m loadtests.bench --only fanout,resume  # some of it
+    python -m loadtests.bench --quick               # seconds-long smoke run, tiny N
+
+Benchmarks (docs/benchmarks.md explains each one):
+
+* ``anchor``: message.send's transaction straight on asyncpg (and through memoryd's
+  storage layer), closed loops: the database limit.
+* ``fanout``: typing signals through memoryd, the bare-websockets relay and the
+  python-socketio relay, driven identically; then durable ``message.send`` through
+  memoryd (a step at half the anchor's rate, then a ramp).
+* ``idle``: RSS per device session at 1k and 10k sockets, and CPU per delivery at both.
+* ``resume``: events/s replayed to a device that missed ``--resume-events`` events.
+* ``seed``: the seed profile under locust (ramp to 100 then 200 users), PASS/FAIL.
+
+Everything runs on 127.0.0.1: an embedded PostgreSQL in a temporary directory (or
+``--database-url``), each server under test as its own process pinned to core 0, this
+load generator (and locust) pinned to core 1; PostgreSQL is not pinned. Every loop is
+bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from loadtests.bench import anchor, fanout, idle, report, resume, seed
+from loadtests.bench.common import (
+    MAX_SOCKETS,
+    MAX_USERS,
+    ROOT,
+    Memoryd,
+    machine,
+    pin,
+    postgres,
+    provision,
+    raise_fd_limit,
+    relay_server,
+    running,
+    versions,
+    workdir,
+)
+
+ALL = ("anchor", "fanout", "idle", "resume", "seed")
+PEERS = ("memoryd", "ws-relay", "socketio")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__)
+    p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
+    p.add_argument("--quick", action="store_true", help="seconds-long smoke run with tiny N")
+    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    p.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results")
+    p.add_argument("--plot", type=Path, help="write the latency-vs-load plot (PNG) here")
+    p.add_argument("--codec", choices=["json", "msgpack"], default="json")
+    g = p.add_argument_group("fan-out")
+    g.add_argument("--users", type=int, default=1000, help="users, 3 devices each (1000)")
+    g.add_argument("--fixed-rate", type=float, default=3000, help="typing sends/s (3000)")
+    g.add_argument("--ramp-start", type=float, default=3000, help="typing sends/s (3000)")
+    g.add_argument("--ramp-factor", type=float, default=1.3)
+    g.add_argument("--step-seconds", type=float, default=5.0)
+    g.add_argument("--max-steps", type=int, default=12)
+    g.add_argument("--peers", default=",".join(PEERS))
+    g = p.add_argument_group("durable message.send and the anchor")
+    g.add_argument("--message-users", type=int, default=300, help="users for message.send")
+    g.add_argument("--concurrency", type=int, default=20, help="anchor connections (20)")
+    g.add_argument("--anchor-seconds", type=float, default=10.0)
+    g = p.add_argument_group("idle cost")
+    g.add_argument("--sizes", default="1000,10000", help="socket counts (1000,10000)")
+    g.add_argument("--idle-rate", type=float, default=2000, help="typing sends/s at each size")
+    g = p.add_argument_group("resume")
+    g.add_argument("--resume-events", type=int, default=100_000)
+    g = p.add_argument_group("seed profile (locust)")
+    g.add_argument("--stage-scale", type=float, default=0.1, help="seed stage length factor")
+    g.add_argument("--seed-peak", type=int, default=200)
+    g.add_argument("--accounts", type=int, default=200)
+    g.add_argument("--seed-classes", default="RestUser,SocketUser")
+    return p
+
+
+def _quick(args: argparse.Namespace) -> None:
+    args.users, args.message_users = 4, 4
+    args.fixed_rate = args.ramp_start = 40
+    args.step_seconds, args.max_steps = 1.0, 2
+    args.concurrency, args.anchor_seconds = 2, 1.0
+    args.sizes, args.idle_rate = "45,90", 20
+    args.resume_events = 2000
+    args.stage_scale, args.seed_peak, args.accounts = 0.01, 4, 4
+
+
+def _log(*parts: Any) -> None:
+    print(*parts, flush=True)
+
+
+async def main(args: argparse.Namespace) -> int:
+    only = [x for x in args.only.split(",") if x]
+    unknown = set(only) - set(ALL)
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {sorted(unknown)}")
+    args.users = min(args.users, MAX_USERS)
+    sizes = [min(int(s), MAX_SOCKETS) for s in args.sizes.split(",") if s]
+    fd_limit = raise_fd_limit(max(sizes, default=0) * 2 + 4096)
+    pin(os.getpid(), 1)
+    scratch = workdir()
+    started = time.time()
+    report_data: dict[str, Any] = {
+        "command": "python -m loadtests.bench " + shlex.join(sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+        "machine": machine(),
+        "fd_limit": fd_limit,
+        "cores": "server under test pinned to core 0; load generator and locust to core 1; "
+        "PostgreSQL unpinned",
+        "results": {},
+    }
+    results = report_data["results"]
+    try:
+        async with postgres(args.database_url, scratch) as pg:
+            report_data["versions"] = versions(pg.version)
+            md = Memoryd(pg, scratch)
+            _log(f"PostgreSQL {pg.version}; scratch {scratch}; fd limit {fd_limit}")
+            if "anchor" in only or "fanout" in only:
+                await _anchor_and_fanout(args, md, only, results)
+            if "idle" in only:
+                results["idle"] = await _idle(args, md, sizes, fd_limit)
+            if "resume" in only:
+                results["resume"] = await _resume(args, md)
+            if "seed" in only:
+                results["seed"] = await _seed(args, md, scratch)
+    finally:
+        report_data["finished_loadavg"] = machine()["loadavg"]
+        report_data["seconds"] = time.time() - started
+        shutil.rmtree(scratch, ignore_errors=True)
+    report_data["targets"] = report.targets(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report_data, indent=2, default=str))
+    table = report.markdown(report_data)
+    (args.out / "bench.md").write_text(table)
+    if args.plot:
+        report.plot(results, args.plot)
+    print(table)
+    return 0
+
+
+async def _anchor_and_fanout(
+    args: argparse.Namespace, md: Memoryd, only: list[str], results: dict[str, Any]
+) -> None:
+    msg_users = min(args.message_users, MAX_USERS)
+    need = max(args.users if "fanout" in only else 0, msg_users)
+    _log(f"provisioning {need} users")
+    accounts = await provision(md.pg.dsn, md.tokens, need)
+    anchor_tps = None
+    if "anchor" in only:
+        _log("anchor: message.send's transaction on asyncpg")
+        memories = await anchor.memories_for(md.pg.dsn, accounts[:msg_users])
+        pairs = [(a.user_id, m) for a, m in zip(accounts, memories, strict=False)]
+        kw = {
+            "concurrency": args.concurrency,
+            "duration": args.anchor_seconds,
+            "content": fanout.CONTENT,
+        }
+        raw = await anchor.raw(md.pg.dsn, pairs, **kw)
+        layer = await anchor.storage_layer(md.pg.dsn, pairs, **kw)
+        for r in (raw, layer):
+            _log(f"  {r['kind']}: {r['tps']:.0f} tx/s, p99 {r['latency_ms']['p99']:.1f} ms")
+        results["anchor"] = {"asyncpg": raw, "storage_layer": layer}
+        anchor_tps = raw["tps"]
+    if "fanout" not in only:
+        return
+    out: dict[str, Any] = {}
+    for kind in [p for p in args.peers.split(",") if p]:
+        server = md.server() if kind == "memoryd" else relay_server(kind, md.scratch)
+        async with running(server):
+            _log(f"fan-out: {kind}, {args.users} users x 3 devices")
+            pop = await fanout.populate(
+                kind, server, args.users, codec=args.codec, accounts=accounts
+            )
+            try:
+                out[kind] = await fanout.ramp(
+                    pop, "typing", fixed_rate=args.fixed_rate, start=args.ramp_start,
+                    factor=args.ramp_factor, duration=args.step_seconds,
+                    max_steps=args.max_steps, log=_log,
+                )  # fmt: skip
+            finally:
+                await fanout.teardown(pop)
+    results["fanout_typing"] = out
+    server = md.server()
+    async with running(server):
+        _log(f"durable message.send: memoryd, {msg_users} users x 3 devices")
+        pop = await fanout.populate(
+            "memoryd", server, msg_users, codec=args.codec, accounts=accounts
+        )
+        try:
+            await fanout.create_memories(pop)
+            half = (anchor_tps or args.ramp_start / 10) / 2
+            durable = await fanout.ramp(
+                pop, "message", fixed_rate=half, start=half, factor=args.ramp_factor,
+                duration=args.step_seconds, max_steps=args.max_steps, log=_log,
+            )  # fmt: skip
+            durable["half_anchor_rate"] = half
+            results["fanout_message"] = durable
+        finally:
+            await fanout.teardown(pop)
+
+
+async def _idle(
+    args: argparse.Namespace, md: Memoryd, sizes: list[int], fd_limit: int
+) -> dict[str, Any]:
+    if fd_limit < max(sizes) + 1024:
+        _log(f"idle: the open-file limit is {fd_limit}; sizes above it cannot connect")
+        sizes = [s for s in sizes if s + 1024 <= fd_limit]
+    users = -(-max(sizes) // 3) + idle.WARMUP_USERS + 1
+    _log(f"idle: provisioning {users} users")
+    accounts = await provision(md.pg.dsn, md.tokens, users)
+    server = md.server("memoryd-idle")
+    async with running(server):
+        result = await idle.run(
+            server, accounts, sizes, rate=args.idle_rate, duration=args.step_seconds, log=_log
+        )
+        pop = result.pop("population")
+        await fanout.teardown(pop)
+    return result
+
+
+async def _resume(args: argparse.Namespace, md: Memoryd) -> dict[str, Any]:
+    (account,) = await provision(md.pg.dsn, md.tokens, 1)
+    server = md.server("memoryd-resume")
+    async with running(server):
+        _log(f"resume: {args.resume_events} missed events")
+        return await resume.run(server, md.pg.dsn, account, events=args.resume_events, log=_log)
+
+
+async def _seed(args: argparse.Namespace, md: Memoryd, scratch: Path) -> dict[str, Any]:
+    server = md.server("memoryd-seed")
+    async with running(server):
+        _log(f"seed profile: stage scale {args.stage_scale}, peak {args.seed_peak} users")
+        return await seed.run(
+            server, scratch, stage_scale=args.stage_scale, peak=args.seed_peak,
+            accounts=args.accounts, classes=[c for c in args.seed_classes.split(",") if c],
+            codec=args.codec, log=_log,
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    parsed = _parser().parse_args()
+    if parsed.quick:
+        _quick(parsed)
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(uvloop.run(main(parsed)))

@@ -1,0 +1,164 @@
+"""Storage anchor: ``message.send``'s database work alone, straight on asyncpg.
+
+Each transaction has the shape `MessageStore.create` gives a send: the idempotency
+look-up by ``clientMsgId``, then in one transaction the per-memory seq increment, the
+message insert and the event-log append (the same statements; ``_APPEND`` and the column
+list are imported from memoryd's storage layer so they cannot drift). ``--concurrency``
+connections (memoryd's pool size) run closed loops, each on users of its own, so no two
+writers queue on one user's row lock; memoryd's senders are spread over users the same way.
+
+A second line runs `MessageStore.create` itself through memoryd's pool, in this process,
+to show what the storage layer's Python adds to the bare statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from loadtests.bench.common import Account, percentiles
+from memoryd.storage.database import Database
+from memoryd.storage.events import _APPEND
+from memoryd.storage.memories import MemoryStore
+from memoryd.storage.messages import MessageStore, NewMessage
+from memoryd.storage.rows import MESSAGE_COLUMNS
+
+_LOOKUP = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE user_id = $1 AND client_msg_id = $2"
+_SEQ = """UPDATE memories SET last_message_seq = last_message_seq + 1,
+              message_count = message_count + 1
+          WHERE user_id = $1 AND id = $2 RETURNING last_message_seq"""
+_INSERT = f"""INSERT INTO messages (memory_id, user_id, seq, client_msg_id, content,
+                  message_type, metadata, attachments, is_ai_generated,
+                  parent_message_id, status)
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+              RETURNING {MESSAGE_COLUMNS}"""
+_encode = msgspec.json.Encoder().encode
+
+
+async def memories_for(dsn: str, accounts: Sequence[Account]) -> list[uuid.UUID]:
+    """One memory per account (through memoryd's storage layer)."""
+    db = await Database.connect(dsn, min_size=1, max_size=8)
+    try:
+        store = MemoryStore(db)
+        sem = asyncio.Semaphore(8)
+
+        async def one(a: Account) -> uuid.UUID:
+            async with sem:
+                memory, _ = await store.create(a.user_id, {"title": "anchor"})
+                return memory.id
+
+        return list(await asyncio.gather(*(one(a) for a in accounts)))
+    finally:
+        await db.close()
+
+
+async def _init(conn: asyncpg.Connection) -> None:
+    # jsonb goes in as the JSON text the application encoded, as memoryd's codec does
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=lambda v: v, decoder=lambda v: v, format="text"
+    )
+
+
+async def raw(
+    dsn: str,
+    pairs: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    *,
+    concurrency: int,
+    duration: float,
+    content: str,
+) -> dict[str, Any]:
+    """Closed loops of the send transaction on plain asyncpg connections."""
+    conns = [await asyncpg.connect(dsn) for _ in range(concurrency)]
+    for c in conns:
+        await _init(c)
+    latencies: list[float] = []
+    done = 0
+    stop_at = time.perf_counter() + duration
+    run = uuid.uuid4().hex[:8]
+
+    async def worker(w: int, conn: asyncpg.Connection) -> None:
+        nonlocal done
+        mine = pairs[w::concurrency] or pairs
+        i = 0
+        while time.perf_counter() < stop_at:
+            user_id, memory_id = mine[i % len(mine)]
+            cid = f"a-{run}-{w}-{i}"
+            i += 1
+            t0 = time.perf_counter()
+            await conn.fetchrow(_LOOKUP, user_id, cid)
+            async with conn.transaction():
+                seq = await conn.fetchval(_SEQ, user_id, memory_id)
+                row = await conn.fetchrow(
+                    _INSERT, memory_id, user_id, seq, cid, content, "text", None, "[]",
+                    False, None, "sent",
+                )  # fmt: skip
+                await conn.fetchrow(
+                    _APPEND, user_id, "message.created", _encode(dict(row)).decode()
+                )
+            latencies.append(time.perf_counter() - t0)
+            done += 1
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(w, c) for w, c in enumerate(conns)))
+    finally:
+        for c in conns:
+            await c.close()
+    elapsed = time.perf_counter() - t0
+    return {
+        "kind": "asyncpg",
+        "concurrency": concurrency,
+        "transactions": done,
+        "tps": done / elapsed,
+        "latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()},
+    }
+
+
+async def storage_layer(
+    dsn: str,
+    pairs: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    *,
+    concurrency: int,
+    duration: float,
+    content: str,
+) -> dict[str, Any]:
+    """The same closed loops through `MessageStore.create` and memoryd's pool."""
+    db = await Database.connect(dsn, min_size=concurrency, max_size=concurrency)
+    store = MessageStore(db)
+    latencies: list[float] = []
+    done = 0
+    stop_at = time.perf_counter() + duration
+    run = uuid.uuid4().hex[:8]
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        mine = pairs[w::concurrency] or pairs
+        i = 0
+        while time.perf_counter() < stop_at:
+            user_id, memory_id = mine[i % len(mine)]
+            new = NewMessage(content=content, client_msg_id=f"s-{run}-{w}-{i}")
+            i += 1
+            t0 = time.perf_counter()
+            await store.create(user_id, memory_id, new)
+            latencies.append(time.perf_counter() - t0)
+            done += 1
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    finally:
+        await db.close()
+    elapsed = time.perf_counter() - t0
+    return {
+        "kind": "storage layer",
+        "concurrency": concurrency,
+        "transactions": done,
+        "tps": done / elapsed,
+        "latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()},
+    }
