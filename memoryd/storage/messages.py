@@ -69,14 +69,11 @@ class MessageStore:
         enqueued in the same transaction: the message and its job commit together or not
         at all. An idempotent replay enqueues nothing.
 
-        The same ``client_msg_id`` twice (also concurrently) stores one message: the loser
-        of a race hits the unique index, its transaction (and the seq it took) rolls back,
-        and it returns the winner's message.
+        The same ``client_msg_id`` twice (also concurrently) stores one message: the
+        second insert hits the unique index, its transaction (and the seq it took) rolls
+        back, and it returns the first one's message. No look-up goes first: a resend is
+        rare, and a round trip on every send is not.
         """
-        if new.client_msg_id is not None:
-            earlier = await self._replay(user_id, memory_id, new.client_msg_id)
-            if earlier is not None:
-                return earlier, None
         try:
             async with self.db.transaction() as conn:
                 seq = await conn.fetchval(
