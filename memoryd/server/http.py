@@ -106,10 +106,14 @@ async def caller(request: web.Request) -> Caller:
 
 
 def client_ip(request: web.Request) -> str:
+    """The caller's address. Behind a trusted proxy, the last ``X-Forwarded-For`` entry:
+    the one that proxy added. Entries to its left came with the request and may be
+    forged (a proxy that appends keeps them)."""
     if services(request).settings.trust_proxy:
         forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
     return request.remote or "unknown"
 
 

@@ -74,14 +74,25 @@ class JobRunner:
 
     async def _run(self) -> None:
         kinds = list(self._handlers)
+        failures = 0  # claims failed in a row (the database is away): log once, back off
         while True:
             free = self.concurrency - len(self._running)
             jobs: list[Job] = []
+            wait = self.poll_interval
             if free > 0:
                 try:
                     jobs = await self.store.claim(kinds, self.node, self.lease_seconds, free)
-                except Exception:
-                    log.exception("claiming jobs failed")
+                except Exception as exc:
+                    failures += 1
+                    if failures == 1:
+                        log.exception("claiming jobs failed; retrying with backoff")
+                    else:
+                        log.debug("claiming jobs failed again: %r", exc)
+                    wait = min(30.0, self.poll_interval * 2.0 ** min(failures, 6))
+                else:
+                    if failures:
+                        log.info("claiming jobs works again after %d failures", failures)
+                    failures = 0
             for job in jobs:
                 task = asyncio.create_task(self._execute(job), name=f"job-{job.kind}")
                 self._running.add(task)
@@ -90,7 +101,7 @@ class JobRunner:
                 continue  # there may be more due right now
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _execute(self, job: Job) -> None:
         keeper = asyncio.create_task(self._keep_lease(job))

@@ -151,9 +151,10 @@ class HealthChecks(msgspec.Struct, kw_only=True):
 
 
 class Health(msgspec.Struct, rename="camel", kw_only=True):
-    """`unhealthy` (503) when the database, or a configured Redis, fails its check."""
+    """`unhealthy` (503) when the database fails its check; `degraded` (200) when only a
+    configured Redis does (the node serves on, delivering by polling the event log)."""
 
-    status: Literal["healthy", "unhealthy"]
+    status: Literal["healthy", "degraded", "unhealthy"]
     timestamp: datetime
     uptime: float
     version: str
@@ -162,10 +163,12 @@ class Health(msgspec.Struct, rename="camel", kw_only=True):
 
 
 class Ready(msgspec.Struct, kw_only=True):
-    """`not ready` (503) while shutting down or when a dependency is unavailable."""
+    """`not ready` (503) while shutting down or when the database is unavailable; `ready`
+    with `degraded: "redis unavailable"` while only Redis is down."""
 
     status: Literal["ready", "not ready"]
     error: str | UnsetType = UNSET
+    degraded: str | UnsetType = UNSET
 
 
 # -- the operations -------------------------------------------------------------------------
@@ -202,9 +205,9 @@ OPERATIONS: tuple[Op, ...] = (
     # -- service
     Op("GET", "/health", "health", "Health of this node and its dependencies", "Service",
        response=Health, auth=False,
-       also=((503, "Unhealthy: the database or a configured Redis failed", Health),)),
+       also=((503, "Unhealthy: the database failed its check", Health),)),
     Op("GET", "/ready", "ready", "Readiness for traffic", "Service", response=Ready,
-       auth=False, also=((503, "Not ready: shutting down or a dependency unavailable", Ready),)),
+       auth=False, also=((503, "Not ready: shutting down or the database unavailable", Ready),)),
     Op("GET", "/metrics", "metrics", "Prometheus metrics", "Service", auth=False,
        response={"type": "string"}, media=CONTENT_TYPE_LATEST),
     Op("GET", "/api/openapi.json", "openapi", "This OpenAPI document", "Service", auth=False,

@@ -394,8 +394,8 @@ def test_no_location_drops_the_proxy_headers() -> None:
 def test_nginx_sets_the_client_address_and_skips_a_dead_node() -> None:
     text = nginx_text()
     headers = dict(h.split(None, 1) for h in directive("proxy_set_header", text))
-    # memoryd takes the first X-Forwarded-For address: it must be nginx's peer, not a
-    # value the client sent ($proxy_add_x_forwarded_for would keep that first)
+    # memoryd takes the last X-Forwarded-For address; nginx replaces the header with its
+    # peer, so nothing the client sent reaches the nodes at all
     assert headers["X-Forwarded-For"] == "$remote_addr"
     assert headers["X-Forwarded-Proto"] == "$scheme"
     (next_upstream,) = directive("proxy_next_upstream", text)

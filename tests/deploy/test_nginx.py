@@ -198,7 +198,7 @@ async def test_a_device_reconnecting_through_nginx_lands_on_the_other_node_with_
 async def test_a_forwarded_for_sent_by_the_client_never_reaches_the_nodes(
     cluster: Cluster, start_nginx: StartNginx, private_redis: Any
 ) -> None:
-    """memoryd (MEMORYD_TRUST_PROXY=true) takes the first X-Forwarded-For address as the
+    """memoryd (MEMORYD_TRUST_PROXY=true) takes the last X-Forwarded-For address as the
     client's: nginx must replace what a client sends, or per-IP login limits could be
     dodged with a made-up header. The shared limiter's Redis keys show the IPs counted."""
     server: PrivateRedis = private_redis()

@@ -202,3 +202,21 @@ def test_stale_windows_are_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(limiter._windows) == {"new-0"}
     assert limiter.hit("old-0") == Decision(True, 1, 0, 10.0)
     assert limiter.hit("new-0") == Decision(False, 1, 0, 10.0)
+
+
+async def test_behind_a_proxy_the_ip_is_the_one_the_proxy_added(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """A proxy that appends to X-Forwarded-For keeps what the client sent on the left:
+    only the last entry counts, so a forged one buys no fresh limit."""
+    proxied = await start_server(rate_limit_auth=RateLimit(2, 60), trust_proxy=True)
+    anon = Api(http, proxied.url)
+    body = {"email": "nobody@example.com", "password": PASSWORD}
+
+    async def login(forwarded: str) -> Response:
+        return await anon.post("/api/auth/login", json=body, headers={"X-Forwarded-For": forwarded})
+
+    for forged in ("1.1.1.1", "2.2.2.2"):
+        assert (await login(f"{forged}, 198.51.100.7")).status == 401
+    _assert_limited(await login("3.3.3.3, 198.51.100.7"), 2)
+    assert (await login("3.3.3.3, 198.51.100.8")).status == 401  # another client

@@ -53,9 +53,13 @@ def _rss_mb() -> float:
 async def health(request: web.Request) -> web.Response:
     database, redis = await asyncio.gather(_check_database(request), _check_redis(request))
     rss = _rss_mb()
-    healthy = database == "healthy" and redis != "unhealthy"
+    # Without Redis the node still serves everything (it delivers by polling the event
+    # log), so Redis down is "degraded", not a reason for an orchestrator to pull or
+    # restart every node at once. Without the database nothing works.
+    healthy = database == "healthy"
+    status = "unhealthy" if not healthy else "degraded" if redis == "unhealthy" else "healthy"
     body = {
-        "status": "healthy" if healthy else "unhealthy",
+        "status": status,
         "timestamp": datetime.now(UTC).isoformat(),
         "uptime": round(time.time() - request.app[STARTED_AT], 3),
         "version": __version__,
@@ -74,9 +78,10 @@ async def ready(request: web.Request) -> web.Response:
     if request.app[SHUTTING_DOWN].is_set():
         return json_response({"status": "not ready", "error": "shutting down"}, status=503)
     database, redis = await asyncio.gather(_check_database(request), _check_redis(request))
-    if database != "healthy" or redis == "unhealthy":
-        error = "database unavailable" if database != "healthy" else "redis unavailable"
-        return json_response({"status": "not ready", "error": error}, status=503)
+    if database != "healthy":
+        return json_response({"status": "not ready", "error": "database unavailable"}, status=503)
+    if redis == "unhealthy":  # served by polling the log meanwhile (see /health)
+        return json_response({"status": "ready", "degraded": "redis unavailable"})
     return json_response({"status": "ready"})
 
 
