@@ -1,8 +1,8 @@
 """Storage anchor: ``message.send``'s database work alone, straight on asyncpg.
 
-Each transaction has the shape `MessageStore.create` gives a send: the idempotency
-look-up by ``clientMsgId``, then in one transaction the per-memory seq increment, the
-message insert and the event-log append (the same statements; ``_APPEND`` and the column
+Each transaction has the shape `MessageStore.create` gives a send: in one transaction
+the per-memory seq increment, the message insert (whose unique index on ``clientMsgId``
+makes a resend a no-op) and the event-log append (the same statements; ``_APPEND`` and the column
 list are imported from memoryd's storage layer so they cannot drift). ``--concurrency``
 connections (memoryd's pool size) run closed loops, each on users of its own, so no two
 writers queue on one user's row lock; memoryd's senders are spread over users the same way.
@@ -29,7 +29,6 @@ from memoryd.storage.memories import MemoryStore
 from memoryd.storage.messages import MessageStore, NewMessage
 from memoryd.storage.rows import MESSAGE_COLUMNS
 
-_LOOKUP = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE user_id = $1 AND client_msg_id = $2"
 _SEQ = """UPDATE memories SET last_message_seq = last_message_seq + 1,
               message_count = message_count + 1
           WHERE user_id = $1 AND id = $2 RETURNING last_message_seq"""
@@ -91,7 +90,6 @@ async def raw(
             cid = f"a-{run}-{w}-{i}"
             i += 1
             t0 = time.perf_counter()
-            await conn.fetchrow(_LOOKUP, user_id, cid)
             async with conn.transaction():
                 seq = await conn.fetchval(_SEQ, user_id, memory_id)
                 row = await conn.fetchrow(
