@@ -132,6 +132,10 @@ class Connection:
         self._push(self.codec.encode(frame), Kind.CONTROL, label, 0.0)
 
     def push_signal(self, data: bytes, name: str) -> None:
+        if self.cursor is None:
+            # The hub knows this socket before its welcome is written (so that no event
+            # falls between the log read and going live); a signal must not come first.
+            return
         if len(self._queue) >= self.max_queue // 2:
             self.server.metrics.ws_queue_drops.inc()
             return
