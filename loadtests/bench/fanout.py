@@ -186,6 +186,9 @@ async def step(
     return result
 
 
+BISECT_STEPS = 2
+
+
 async def ramp(
     pop: Population,
     mode: str,
@@ -198,8 +201,9 @@ async def ramp(
     log: Any = print,
 ) -> dict[str, Any]:
     """A warm-up, the fixed offered rate, then rising rates until p99 > 100 ms or delivery
-    < 99 %. When the first rate already fails, the ramp goes down instead (by factor²
-    a step) until one passes, so a server slower than ``start`` still gets a figure."""
+    < 99 %, then two bisection steps between the last pass and that failure. When the
+    first rate already fails, the ramp goes down instead (by factor² a step) until one
+    passes, so a server slower than ``start`` still gets a figure."""
     # Not measured: fills the pool's prepared statements, caches and allocator arenas,
     # which would otherwise land in the fixed step's tail.
     await step(pop, mode, fixed_rate / 2, min(duration, 2.0))
@@ -207,16 +211,31 @@ async def ramp(
     log(f"  {pop.kind} {mode} fixed {fixed_rate:.0f}/s: {_brief(fixed)}")
     steps: list[dict[str, Any]] = []
     rate = start
+    passed = failed = None  # the highest passing and lowest failing rates so far
     for _ in range(max_steps):
         result = await step(pop, mode, rate, duration)
         steps.append(result)
         log(f"  {pop.kind} {mode} ramp {rate:.0f}/s: {_brief(result)}")
         if result["ok"]:
+            passed = rate
             rate *= factor
-        elif any(s["ok"] for s in steps) or rate < 10:
+        elif passed is not None or rate < 10:
+            failed = rate
             break
         else:
             rate /= factor * factor
+    # Two bisection steps between the last pass and the first failure: the sustained
+    # figure lands within a few percent instead of within a whole factor.
+    for _ in range(BISECT_STEPS if passed is not None and failed is not None else 0):
+        assert passed is not None and failed is not None
+        rate = (passed * failed) ** 0.5
+        result = await step(pop, mode, rate, duration)
+        steps.append(result)
+        log(f"  {pop.kind} {mode} bisect {rate:.0f}/s: {_brief(result)}")
+        if result["ok"]:
+            passed = rate
+        else:
+            failed = rate
     passing = [s for s in steps if s["ok"]]
     best = max(passing, key=lambda s: s["deliveries_per_s"]) if passing else None
     return {
