@@ -33,6 +33,7 @@ from tests.multinode.conftest import (  # noqa: F401  (fixtures, offered to test
     Node,
     cluster,
     free_port,
+    log_tail,
     node_data_dir,
     private_redis,
     redis_url,
@@ -200,11 +201,7 @@ class Nginx:
             self._out = None
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.error_log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.error_log, lines)
 
 
 StartNginx = Callable[[Sequence[Node]], Awaitable[Nginx]]

@@ -27,6 +27,8 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.fakes import base_url, serve_on_loopback
+
 ISSUER = "https://accounts.google.com"
 SCOPE = (
     "openid https://www.googleapis.com/auth/userinfo.email "
@@ -152,11 +154,8 @@ class FakeGoogle:
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_get("/oauth2/v3/certs", self._certs)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner = await serve_on_loopback(app)
+        self.url = base_url(self._runner)
         return self
 
     async def stop(self) -> None:

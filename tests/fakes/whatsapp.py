@@ -38,6 +38,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes import base_url, serve_on_loopback
+
 VERSION = "v21.0"
 WABA_ID = "102290129340398"
 
@@ -139,11 +141,8 @@ class FakeGraph:
         app.router.add_post(f"/{VERSION}/{{id}}/messages", self._send)
         app.router.add_get(f"/{VERSION}/{{id}}", self._object)
         app.router.add_get("/whatsapp_business/attachments/", self._download)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner = await serve_on_loopback(app)
+        self.url = base_url(self._runner)
         return self
 
     async def stop(self) -> None:

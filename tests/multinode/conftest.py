@@ -46,6 +46,15 @@ START_TIMEOUT = 30.0
 # -- Redis ----------------------------------------------------------------------------------
 
 
+def log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a process's log, for a failure message ("" if none)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def unavailable(reason: str) -> None:
     """A missing dependency: a failure under CI, a skip (with the reason) elsewhere."""
     if os.environ.get("CI") == "true":
@@ -296,11 +305,7 @@ class Node:
             self._log = None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     async def metrics(self) -> dict[str, float]:
         """Every sample of /metrics, keyed by its name with labels (``name{a="b"}``)."""
