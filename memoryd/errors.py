@@ -31,9 +31,6 @@ class ClientError(Exception):
             self.status = status
         self.details = details
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "details": self.details}
-
 
 class ValidationFailed(ClientError):
     """400: the input does not fit; ``details`` lists ``{field, message}`` per problem."""

@@ -7,12 +7,16 @@ import re
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
+from aiohttp import web
 from jsonschema import Draft202012Validator, FormatChecker
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from memoryd.server.openapi import build_document, operations
+from memoryd.server.operations import Op, Routes, Undocumented, operation_of
 from tests.helpers import PASSWORD, Api, Response
 
 pytestmark = pytest.mark.storage
@@ -110,7 +114,7 @@ def test_every_route_is_documented_and_nothing_else(server: Any, document: dict[
         if route.method == "HEAD" or resource is None:
             continue
         path = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", resource.canonical)  # {id:\d+} -> {id}
-        if path == "/ws":
+        if path == "/ws" or isinstance(operation_of(route), Undocumented):
             continue
         registered.add((route.method.upper(), path))
     documented = {
@@ -123,6 +127,55 @@ def test_every_route_is_documented_and_nothing_else(server: Any, document: dict[
         f"routes missing from the document: {registered - documented}"
     )
     assert not documented - registered, f"documented but not routed: {documented - registered}"
+
+
+def test_every_route_of_the_app_is_described(server: Any) -> None:
+    described = operations(server.app.router)  # raises, naming a route without one
+    assert {(method, path) for method, path, _ in described} >= {
+        ("GET", "/health"),
+        ("POST", "/api/memories/{id}/messages"),
+    }
+
+
+class _Thing(msgspec.Struct, kw_only=True):
+    name: str
+
+
+def test_a_route_describes_itself_and_undocumented_ones_stay_out(tmp_path: Any) -> None:
+    routes = Routes(tag="Things", about="Things a test registers.")
+
+    @routes.post("/api/things/{id}", Op("makeThing", "Make a thing", body=_Thing, status=201))
+    async def make(request: web.Request) -> web.Response:
+        return web.Response(status=201)
+
+    @routes.get("/", Undocumented("the web app's index page"))
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    routes.static("/app", tmp_path)
+    app = web.Application()
+    app.add_routes(routes)
+    document = build_document(app.router)
+    assert set(document["paths"]) == {"/api/things/{id}"}
+    operation = document["paths"]["/api/things/{id}"]["post"]
+    assert operation["operationId"] == "makeThing"
+    assert operation["tags"] == ["Things"]
+    assert {"201", "400", "401", "404", "413", "415", "429"} <= set(operation["responses"])
+    assert operation["requestBody"]["required"] is True
+    assert {"name": "Things", "description": "Things a test registers."} in document["tags"]
+    assert "_Thing" in document["components"]["schemas"]
+    validate(document, cls=OpenAPIV31SpecValidator)
+
+
+def test_a_route_without_a_description_is_refused_by_name() -> None:
+    app = web.Application()
+
+    async def forgotten(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app.router.add_get("/api/forgotten", forgotten)
+    with pytest.raises(LookupError, match="GET /api/forgotten has no OpenAPI description"):
+        build_document(app.router)
 
 
 def test_path_parameters_match_the_templates(document: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ Shapes follow the seed plan's ``SyncStatusResponse``, ``WhatsAppConnectRequest``
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID, uuid4
 
@@ -19,6 +18,7 @@ from memoryd.errors import ClientError, Conflict, Unavailable, ValidationFailed
 from memoryd.handlers import whatsapp
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.rbac import Permission
+from memoryd.protocol.models import AwareDatetime
 
 GraphId = Annotated[
     str,
@@ -55,8 +55,8 @@ class ProviderStatus(msgspec.Struct, rename="camel", kw_only=True):
 
     name: str
     status: Literal["connected", "disconnected", "error"]
-    last_sync: datetime | None
-    next_sync: datetime | UnsetType = UNSET
+    last_sync: AwareDatetime | None
+    next_sync: AwareDatetime | UnsetType = UNSET
     error_message: str | UnsetType = UNSET
     pending_jobs: int = 0
     failed_jobs: int = 0

@@ -7,10 +7,14 @@ matching the seed plan's API. Timestamps are RFC 3339 strings, ids are UUID stri
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""A timestamp with its UTC offset, as every one the server writes: the JSON Schema says
+``format: date-time`` (RFC 3339 requires the offset) and decoding refuses a naive one."""
 
 
 class Resource(msgspec.Struct, rename="camel", kw_only=True):
@@ -31,9 +35,9 @@ class User(Resource, kw_only=True):
     role: str = "user"
     is_verified: bool = False
     is_active: bool = True
-    last_login_at: datetime | None = None
-    created_at: datetime
-    updated_at: datetime
+    last_login_at: AwareDatetime | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
 
 
 class Category(Resource, kw_only=True):
@@ -45,8 +49,8 @@ class Category(Resource, kw_only=True):
     color: str | None = None
     is_default: bool = False
     sort_order: int = 0
-    created_at: datetime
-    updated_at: datetime
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
 
 
 class Memory(Resource, kw_only=True):
@@ -64,8 +68,8 @@ class Memory(Resource, kw_only=True):
     last_message_seq: int = 0
     last_read_seq: int = 0  # messages with seq <= this are read on every device
     message_count: int = 0
-    created_at: datetime
-    updated_at: datetime
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
 
 
 class Message(Resource, kw_only=True):
@@ -81,8 +85,8 @@ class Message(Resource, kw_only=True):
     is_ai_generated: bool = False
     parent_id: UUID | None = None
     status: str = "sent"
-    created_at: datetime
-    updated_at: datetime
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
 
 
 class Deleted(Resource, kw_only=True):
@@ -116,4 +120,4 @@ class Event(Resource, kw_only=True):
     seq: int
     type: str
     data: Any
-    created_at: datetime
+    created_at: AwareDatetime

@@ -22,6 +22,9 @@ Limit = Annotated[int, msgspec.Meta(ge=1, le=100)]
 SortOrder = Annotated[
     str, msgspec.Meta(pattern="^(asc|desc)$", extra={"message": "must be asc or desc"})
 ]
+# A query bound, documented as RFC 3339; one without an offset is accepted too (the
+# database driver reads it in the server's local time zone).
+Timestamp = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 HexColor = Annotated[
     str,
     msgspec.Meta(pattern="^#[0-9A-Fa-f]{6}$", extra={"message": "must be a color like #1A2B3C"}),
@@ -143,8 +146,8 @@ class EditMessageRequest(msgspec.Struct, rename="camel", kw_only=True):
 class ListMessagesRequest(msgspec.Struct, rename="camel", kw_only=True):
     page: Page = 1
     limit: Limit = 50
-    before: datetime | None = None
-    after: datetime | None = None
+    before: Timestamp | None = None
+    after: Timestamp | None = None
     sort_order: SortOrder = "desc"
 
 

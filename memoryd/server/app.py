@@ -40,6 +40,7 @@ from memoryd.server.keys import (
 )
 from memoryd.server.maintenance import prune_events
 from memoryd.server.metrics import Metrics
+from memoryd.server.operations import undocumented
 from memoryd.server.ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from memoryd.server.routes import ai, auth, health, resources, sync, webhooks
 from memoryd.server.sockets import SocketServer
@@ -186,5 +187,6 @@ async def _shutdown(app: web.Application) -> None:
         await sockets.shutdown(deadline=app[SETTINGS].shutdown_timeout / 2)
 
 
+@undocumented("the WebSocket endpoint, not an OpenAPI operation (docs/protocol.md)")
 async def _websocket(request: web.Request) -> web.StreamResponse:
     return await request.app[SOCKETS].handle(request)

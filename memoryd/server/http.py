@@ -24,6 +24,7 @@ from memoryd.errors import (
 from memoryd.handlers.auth import authenticate
 from memoryd.handlers.context import Caller, Services
 from memoryd.logs import request_id
+from memoryd.protocol.responses import Error, ErrorBody
 from memoryd.server.keys import CALLER, LIMITERS, METRICS, RATE_DECISION, SERVICES
 from memoryd.server.ratelimit import Decision
 
@@ -49,8 +50,9 @@ _STATUS_CODES = {
 
 
 def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
+    data: msgspec.Struct | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
+    """A JSON answer; routes pass the struct their `Op` documents as ``response``."""
     return web.Response(
         body=_encode(data), status=status, content_type="application/json", headers=headers
     )
@@ -59,7 +61,8 @@ def json_response(
 def error_response(error: ClientError, headers: dict[str, str] | None = None) -> web.Response:
     if isinstance(error, RateLimited):  # also a limit raised by a handler, with no Decision
         headers = {"Retry-After": str(max(1, math.ceil(error.retry_after))), **(headers or {})}
-    return json_response({"error": error.to_dict()}, error.status, headers)
+    body = Error(error=ErrorBody(code=error.code, message=error.message, details=error.details))
+    return json_response(body, error.status, headers)
 
 
 async def read_body(request: web.Request, *, allow_form: bool = False) -> Any:

@@ -5,10 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from memoryd.handlers import sync
+from memoryd.handlers.rbac import Permission
 from memoryd.protocol.validation import parse
 from memoryd.server.http import caller, json_response, read_body, services
+from memoryd.server.operations import Op, Routes
 
-routes = web.RouteTableDef()
+routes = Routes(tag="Sync")
+
+_SYNC = Permission.SYNC_WHATSAPP
 
 
 def _webhook_url(request: web.Request) -> str:
@@ -20,13 +24,31 @@ def _webhook_url(request: web.Request) -> str:
     return f"{scheme}://{host}/api/webhooks/whatsapp"
 
 
-@routes.get("/api/sync/status")
+@routes.get(
+    "/api/sync/status",
+    Op("syncStatus", "Status of each sync provider", response=sync.SyncStatus, permission=_SYNC),
+)
 async def status(request: web.Request) -> web.Response:
     who = await caller(request)
     return json_response(await sync.sync_status(services(request), who))
 
 
-@routes.post("/api/sync/whatsapp/connect")
+@routes.post(
+    "/api/sync/whatsapp/connect",
+    Op(
+        "connectWhatsApp",
+        "Connect a WhatsApp Business number",
+        body=sync.ConnectWhatsAppRequest,
+        response=sync.ConnectWhatsAppResult,
+        permission=_SYNC,
+        errors=(409, 502, 503),
+        notes="`phoneNumber` is the phone number **id** (Meta: WhatsApp > API Setup). The "
+        "number and token are checked with the Graph API (`whatsapp_rejected` 400 when "
+        "refused); the token is stored encrypted (AES-256-GCM). 409 `whatsapp_number_taken` "
+        "when another account has the number. Configure Meta's webhook with the returned "
+        "`webhookUrl` and `verificationCode`. See docs/whatsapp.md.",
+    ),
+)
 async def connect(request: web.Request) -> web.Response:
     who = await caller(request)
     req = parse(sync.ConnectWhatsAppRequest, await read_body(request))
@@ -34,14 +56,35 @@ async def connect(request: web.Request) -> web.Response:
     return json_response(result)
 
 
-@routes.delete("/api/sync/whatsapp")
+@routes.delete(
+    "/api/sync/whatsapp",
+    Op(
+        "disconnectWhatsApp",
+        "Disconnect WhatsApp",
+        status=204,
+        permission=_SYNC,
+        notes="Forgets the access token; threads and messages stay. Idempotent.",
+    ),
+)
 async def disconnect(request: web.Request) -> web.Response:
     who = await caller(request)
     await sync.disconnect_whatsapp(services(request), who)
     return web.Response(status=204)
 
 
-@routes.post("/api/sync/force")
+@routes.post(
+    "/api/sync/force",
+    Op(
+        "forceSync",
+        "Retry failed WhatsApp work now",
+        body=sync.ForceSyncRequest,
+        response=sync.ForceSyncResult,
+        permission=_SYNC,
+        errors=(409,),
+        notes="Failed jobs go back in the queue: `push` the sends, `pull` the inbound "
+        "messages and statuses, `both` by default. 409 `whatsapp_not_connected`.",
+    ),
+)
 async def force(request: web.Request) -> web.Response:
     who = await caller(request)
     req = parse(sync.ForceSyncRequest, await read_body(request))
