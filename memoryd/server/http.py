@@ -89,6 +89,21 @@ async def read_body(request: web.Request, *, allow_form: bool = False) -> Any:
     raise UnsupportedMediaType(f"Content-Type must be {accepted}, not {ctype or 'none'}")
 
 
+def query_params(request: web.Request, *, lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Query parameters as a dict for `parse` (with ``strict=False``, strings stand for
+    numbers); the ``lists`` parameters accept repeats and commas (``tags=a,b``, ``tags[]``),
+    as the document says of array parameters."""
+    query: dict[str, Any] = {}
+    for key in request.query:
+        name = key.removesuffix("[]")
+        if name in lists:
+            values = request.query.getall(key)
+            query[name] = [t.strip() for v in values for t in v.split(",") if t.strip()]
+        else:
+            query[name] = request.query[key]
+    return query
+
+
 def services(request: web.Request) -> Services:
     return request.app[SERVICES]
 

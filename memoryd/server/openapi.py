@@ -236,7 +236,7 @@ def _headers(*names: str) -> Schema:
 
 
 def _operation(
-    method: str, path: str, op: Op, refs: dict[Any, Schema], components: dict[str, Schema]
+    method: str, path: str, op: Op, refs: dict[Any, Schema], queries: dict[Any, Schema]
 ) -> Schema:
     def schema_of(t: Any) -> Schema:
         return t if isinstance(t, dict) else refs[t]
@@ -286,7 +286,7 @@ def _operation(
         operation["description"] = description
     parameters = []
     if op.query is not None:
-        parameters += _query_parameters(components.pop(op.query.__name__))
+        parameters += _query_parameters(queries[op.query])
     parameters += [_ref(_header_key(header), "parameters") for header in op.reads]
     if parameters:
         operation["parameters"] = parameters
@@ -354,6 +354,11 @@ def build_document(router: web.UrlDispatcher) -> dict[str, Any]:
         types, ref_template="#/components/schemas/{name}"
     )
     refs = dict(zip(types, schemas, strict=True))
+    # a query struct's fields become parameters; its schema is not a component
+    queries: dict[Any, Schema] = {}
+    for _, _, op in ops:
+        if op.query is not None and op.query not in queries:
+            queries[op.query] = components.pop(op.query.__name__)
     for schema in components.values():  # docstrings are reStructuredText; OpenAPI, Markdown
         if "description" in schema:
             schema["description"] = inspect.cleandoc(schema["description"]).replace("``", "`")
@@ -373,7 +378,7 @@ def build_document(router: web.UrlDispatcher) -> dict[str, Any]:
         item = paths.setdefault(
             path, {"parameters": [*_path_parameters(path), _ref("RequestId", "parameters")]}
         )
-        item[method.lower()] = _operation(method, path, op, refs, components)
+        item[method.lower()] = _operation(method, path, op, refs, queries)
         for header in op.sends:
             headers[header.name] = {"description": header.description}
             if header.required:

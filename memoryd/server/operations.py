@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from memoryd.handlers.rbac import Permission
@@ -55,7 +56,7 @@ class Op:
     response: Any = None  # a struct or a JSON Schema for the success body; None: no body
     status: int = 200
     body: Any = None  # a struct (or a JSON Schema) for the request body
-    query: type[Any] | None = None  # a struct whose fields are the query parameters
+    query: type[msgspec.Struct] | None = None  # a struct whose fields are the query parameters
     auth: bool = True  # bearer token; counts against the per-user "api" limit
     permission: Permission | None = None
     limit: str | None = None  # the per-IP limit of an unauthenticated route

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from memoryd.protocol.responses import (
     SentMessage,
 )
 from memoryd.protocol.validation import parse
-from memoryd.server.http import caller, json_response, read_body, services
+from memoryd.server.http import caller, json_response, query_params, read_body, services
 from memoryd.server.operations import Header, Op, Routes
 
 routes = Routes(tag="Memories")
@@ -31,19 +30,6 @@ _READ, _WRITE, _DELETE = (
     Permission.WRITE_MEMORIES,
     Permission.DELETE_MEMORIES,
 )
-
-
-def _query(request: web.Request, *, lists: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Query parameters as a dict; list parameters accept repeats and commas (tags=a,b)."""
-    query: dict[str, Any] = {}
-    for key in request.query:
-        name = key.removesuffix("[]")
-        if name in lists:
-            values = request.query.getall(key)
-            query[name] = [t.strip() for v in values for t in v.split(",") if t.strip()]
-        else:
-            query[name] = request.query[key]
-    return query
 
 
 def _path_id(request: web.Request, name: str, what: str) -> UUID:
@@ -143,7 +129,7 @@ async def delete_category(request: web.Request) -> web.Response:
 )
 async def list_memories(request: web.Request) -> web.Response:
     who = await caller(request)
-    req = parse(requests.ListMemoriesRequest, _query(request, lists=("tags",)), strict=False)
+    req = parse(requests.ListMemoriesRequest, query_params(request, lists=("tags",)), strict=False)
     return json_response(await memories.list_memories(services(request), who, req))
 
 
@@ -273,7 +259,7 @@ _SEND_NOTES = (
 async def list_messages(request: web.Request) -> web.Response:
     who = await caller(request)
     memory_id = _path_id(request, "id", "Memory")
-    req = parse(requests.ListMessagesRequest, _query(request), strict=False)
+    req = parse(requests.ListMessagesRequest, query_params(request), strict=False)
     return json_response(await messages.list_messages(services(request), who, memory_id, req))
 
 
