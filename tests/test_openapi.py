@@ -148,6 +148,24 @@ def test_a_route_describes_itself_and_undocumented_ones_stay_out(tmp_path: Any) 
     async def make(request: web.Request) -> web.Response:
         return web.Response(status=201)
 
+    upload = {"type": "object", "properties": {"file": {"type": "string"}}}
+
+    @routes.put(
+        "/api/things/{id}/content",
+        Op(
+            "thingContent",
+            "A thing's bytes",
+            body=upload,
+            body_media=("multipart/form-data",),
+            response={"type": "string", "contentMediaType": "audio/ogg"},
+            media="application/octet-stream",
+            auth=False,
+            tag="Content",
+        ),
+    )
+    async def content(request: web.Request) -> web.Response:
+        return web.Response(body=b"")
+
     @routes.get("/", Undocumented("the web app's index page"))
     async def index(request: web.Request) -> web.Response:
         return web.Response(text="hi")
@@ -156,7 +174,7 @@ def test_a_route_describes_itself_and_undocumented_ones_stay_out(tmp_path: Any) 
     app = web.Application()
     app.add_routes(routes)
     document = build_document(app.router)
-    assert set(document["paths"]) == {"/api/things/{id}"}
+    assert set(document["paths"]) == {"/api/things/{id}", "/api/things/{id}/content"}
     operation = document["paths"]["/api/things/{id}"]["post"]
     assert operation["operationId"] == "makeThing"
     assert operation["tags"] == ["Things"]
@@ -164,6 +182,17 @@ def test_a_route_describes_itself_and_undocumented_ones_stay_out(tmp_path: Any) 
     assert operation["requestBody"]["required"] is True
     assert {"name": "Things", "description": "Things a test registers."} in document["tags"]
     assert "_Thing" in document["components"]["schemas"]
+    raw = document["paths"]["/api/things/{id}/content"]["put"]
+    assert raw["requestBody"] == {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": upload}},
+    }
+    assert set(raw["responses"]) == {"200", "400", "404", "413", "415"}  # no token, no limit
+    assert raw["responses"]["200"]["content"]["application/octet-stream"]["schema"] == {
+        "type": "string",
+        "contentMediaType": "audio/ogg",
+    }
+    assert {"name": "Content"} in document["tags"]
     validate(document, cls=OpenAPIV31SpecValidator)
 
 
