@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator, FormatChecker
@@ -135,6 +136,41 @@ def test_every_route_of_the_app_is_described(server: Any) -> None:
         ("GET", "/health"),
         ("POST", "/api/memories/{id}/messages"),
     }
+
+
+def _datetimes(t: mi.Type, where: str, seen: set[type]) -> list[tuple[str, mi.DateTimeType]]:
+    """Every datetime inside ``t``, with the field path that leads to it."""
+    if isinstance(t, mi.DateTimeType):
+        return [(where, t)]
+    if isinstance(t, mi.Metadata):
+        return _datetimes(t.type, where, seen)
+    if isinstance(t, mi.UnionType):
+        return [d for member in t.types for d in _datetimes(member, where, seen)]
+    if isinstance(t, mi.ListType):
+        return _datetimes(t.item_type, f"{where}[]", seen)
+    if isinstance(t, mi.DictType):
+        return _datetimes(t.value_type, f"{where}{{}}", seen)
+    if isinstance(t, mi.StructType) and t.cls not in seen:
+        seen.add(t.cls)
+        return [d for f in t.fields for d in _datetimes(f.type, f"{t.cls.__name__}.{f.name}", seen)]
+    return []
+
+
+def test_every_timestamp_in_an_answer_carries_its_offset(
+    server: Any, document: dict[str, Any]
+) -> None:
+    answers = {
+        t
+        for _, _, op in operations(server.app.router)
+        for t in (op.response, *(extra[2] for extra in op.also))
+        if isinstance(t, type)
+    }
+    found = [d for t in answers for d in _datetimes(mi.type_info(t), t.__name__, set())]
+    assert len(found) > 10, "the walk no longer finds the resources' timestamps"
+    naive = [where for where, t in found if t.tz is not True]
+    assert not naive, f"declare these AwareDatetime (protocol/models.py): {naive}"
+    provider = document["components"]["schemas"]["ProviderStatus"]["properties"]
+    assert provider["nextSync"] == {"type": "string", "format": "date-time"}
 
 
 class _Thing(msgspec.Struct, kw_only=True):

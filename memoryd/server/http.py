@@ -7,7 +7,6 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -26,6 +25,7 @@ from memoryd.handlers.context import Caller, Services
 from memoryd.logs import request_id
 from memoryd.protocol.responses import Error, ErrorBody
 from memoryd.server.keys import CALLER, LIMITERS, METRICS, RATE_DECISION, SERVICES
+from memoryd.server.operations import Handler
 from memoryd.server.ratelimit import Decision
 
 log = logging.getLogger("memoryd.http")
@@ -33,8 +33,6 @@ log = logging.getLogger("memoryd.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # echoed and logged: keep it tame
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS_CODES = {
     400: "bad_request",
