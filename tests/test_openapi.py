@@ -242,6 +242,11 @@ def test_a_route_without_a_description_is_refused_by_name() -> None:
     with pytest.raises(LookupError, match="GET /api/forgotten has no OpenAPI description"):
         build_document(app.router)
 
+    routes = Routes(tag="Things")
+    routes.get("/api/one", Op("one", "One"))(forgotten)
+    with pytest.raises(ValueError, match="described twice"):
+        routes.get("/api/two", Op("two", "Two"))(forgotten)
+
 
 def test_path_parameters_match_the_templates(document: dict[str, Any]) -> None:
     for path, item in document["paths"].items():

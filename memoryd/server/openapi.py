@@ -271,6 +271,8 @@ def _operation(
     if limited:
         errors.add(429)
     for status in sorted(errors):
+        if status not in _ERRORS:
+            raise LookupError(f"{op.operation_id}: no error response for {status} in _ERRORS")
         responses[str(status)] = _ref(_ERRORS[status][0], "responses")
 
     description = op.notes

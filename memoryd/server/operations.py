@@ -83,11 +83,19 @@ TAG_DESCRIPTIONS: dict[str, str] = {}  # from `Routes(about=...)`
 
 
 def describe(handler: Handler, what: Op | Undocumented, tag: str = "") -> None:
-    """Attach ``what`` to a handler registered some other way (``app.router.add_get``)."""
+    """Attach ``what`` to a handler registered some other way (``app.router.add_get``).
+
+    Raises:
+        ValueError: the handler is already described otherwise (one handler, two routes).
+    """
+    if isinstance(what, Op) and not what.tag:
+        what = replace(what, tag=tag)
+    if _OPERATIONS.get(handler, what) != what or _UNDOCUMENTED.get(handler, what) != what:
+        raise ValueError(f"{handler.__qualname__} is described twice; give each route its own")
     if isinstance(what, Undocumented):
         _UNDOCUMENTED[handler] = what
     else:
-        _OPERATIONS[handler] = what if what.tag else replace(what, tag=tag)
+        _OPERATIONS[handler] = what
 
 
 def undocumented(reason: str) -> Callable[[Handler], Handler]:
