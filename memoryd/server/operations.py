@@ -4,9 +4,13 @@ A routes module makes one `Routes` table and describes every handler as it regis
 
     routes = Routes(tag="Memories")
 
-    @routes.get("/api/memories/{id}", Op(
-        "getMemory", "One memory", response=MemoryResponse, permission=Permission.READ_MEMORIES))
-    async def get_memory(request: web.Request) -> web.Response: ...
+    @routes.get(
+        "/api/memories/{id}",
+        Op("getMemory", "One memory", response=MemoryResponse, permission=READ_MEMORIES),
+    )
+    async def get_memory(request: web.Request) -> web.Response:
+        ...
+        return json_response(MemoryResponse(memory=memory))
 
 ``app.add_routes(routes)`` registers the table like an aiohttp ``RouteTableDef``, and
 `memoryd.server.openapi` builds the document from the routes registered on the app, so
@@ -14,7 +18,7 @@ a route and its description cannot part. A route that is not an API operation (t
 app's files, ``/``) says so with ``Undocumented("why")`` instead of an `Op` (or
 ``@undocumented("why")`` on a handler added with ``app.router``); static resources
 (``routes.static``) are never in the document. Building the document fails, naming the
-route, when a route has neither.
+route, when a route has neither. docs/architecture.md §18 "Adding a route" has the rest.
 """
 
 from __future__ import annotations
