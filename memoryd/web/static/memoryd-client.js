@@ -209,6 +209,12 @@ export class MemorydClient {
   async _run() {
     let attempt = 0;
     while (!this._closed) {
+      if (globalThis.navigator?.onLine === false) {
+        // No network: wait for the browser's "online" (or a while, in case it is wrong).
+        this._setState("offline");
+        await this._sleep(30_000);
+        if (this._closed) return;
+      }
       this._setState(this.connections ? "reconnecting" : "connecting");
       let result;
       try {
