@@ -360,7 +360,7 @@ export class App {
     const current = this.thread?.memoryId === memory.id;
     const meta = [
       wa ? h("span", { class: "tag-wa" }, "WhatsApp") : null,
-      category ? category.name : null,
+      category && !(wa && category.name === "WhatsApp") ? category.name : null,
       `${memory.messageCount} message${memory.messageCount === 1 ? "" : "s"}`,
     ].filter(Boolean);
     const label = `${titleOf(memory)}${memory.isFavorite ? ", favourite" : ""}${unread ? `, ${unread} unread` : ""}`;
