@@ -98,14 +98,24 @@ class WebServer:
     url: str
     app: web.Application
     api: Api  # anonymous
+    runner: web.AppRunner
+    database: str  # its own database's name
 
     @property
     def db(self) -> Database:
         return self.app[SERVICES].store.db
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     async def user(self, *, premium: bool = False) -> Api:
         user = await self.api.register(firstName="Ada", lastName="Lovelace")
         return await promote(user, self.db) if premium else user
+
+    async def stop(self) -> None:
+        """Shut down as on SIGTERM: sockets drain and close with 1012."""
+        await self.runner.cleanup()
 
 
 StartWeb = Callable[..., Awaitable[WebServer]]
@@ -115,25 +125,31 @@ StartWeb = Callable[..., Awaitable[WebServer]]
 async def start_web(
     admin_dsn: str, base_settings: Settings, http: aiohttp.ClientSession
 ) -> AsyncIterator[StartWeb]:
-    started: list[tuple[web.AppRunner, str]] = []
+    """``start_web(**settings)``: a server on a new database; ``database=``/``port=`` start
+    one on another server's database and port (a restart)."""
+    runners: list[web.AppRunner] = []
+    databases: list[str] = []
 
-    async def start(**overrides: Any) -> WebServer:
-        name = f"memoryd_web_{uuid.uuid4().hex[:12]}"
-        await create_database_if_missing(admin_dsn, name)
+    async def start(*, database: str | None = None, port: int = 0, **overrides: Any) -> WebServer:
+        name = database or f"memoryd_web_{uuid.uuid4().hex[:12]}"
         dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
-        await migrate(dsn)
+        if database is None:
+            await create_database_if_missing(admin_dsn, name)
+            await migrate(dsn)
+            databases.append(name)
         app = create_app(base_settings.replace(database_url=dsn, **overrides))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
-        started.append((runner, name))
+        runners.append(runner)
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        return WebServer(url, app, Api(http, url))
+        return WebServer(url, app, Api(http, url), runner, name)
 
     yield start
-    for runner, name in reversed(started):
-        await runner.cleanup()
+    for runner in reversed(runners):
+        await runner.cleanup()  # a no-op for one already stopped
+    for name in databases:
         await drop_database(admin_dsn, name)
 
 

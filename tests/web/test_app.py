@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.openai import FakeOpenAI, Step
 from tests.helpers import PASSWORD, Api
 from tests.web.conftest import SCREENSHOTS, WebServer, wait_js
 
@@ -301,3 +302,57 @@ async def test_phone_layout(devices: Any, web_server: WebServer) -> None:
     await phone.screenshot("thread-phone")
     await phone.page.get_by_role("button", name="Back to the list").click()
     await phone.page.locator("#sidebar").wait_for()
+
+
+async def test_memo_can_be_stopped_mid_reply(devices: Any, start_web: Any) -> None:
+    fake = await FakeOpenAI().start()
+    try:
+        server = await start_web(openai_base_url=fake.url + "/v1", openai_api_key="test")
+        step = Step(hold_after=2)  # two pieces, then the model "thinks" until released
+        fake.then(step)
+        user = await server.user(premium=True)
+        await user.post("/api/memories", json={"title": "Long answer"})
+        one = await devices()
+        await one.sign_in(server, user)
+        await one.open_memory("Long answer")
+        await one.page.get_by_label("Ask Memo").check()
+        await one.send("Tell me everything")
+        streaming = one.page.locator("#messages li.streaming")
+        await streaming.locator(".body", has_text="Memo here: the b").wait_for()
+        await streaming.get_by_role("button", name="Stop").click()
+        memo = one.page.locator("#messages li.memo[data-status=cancelled]")
+        await memo.wait_for()
+        assert await memo.locator(".body").inner_text() == "Memo here: the b"
+        assert await memo.locator(".status").inner_text() == "Stopped"
+        assert await streaming.count() == 0
+        step.release.set()
+    finally:
+        await fake.stop()
+
+
+async def test_history_pages_back_and_the_keyboard_sends(
+    devices: Any, web_server: WebServer
+) -> None:
+    user = await web_server.user()
+    memory = await user.post("/api/memories", json={"title": "Long thread"})
+    messages = f"/api/memories/{memory.body['memory']['id']}/messages"
+    for i in range(35):
+        resp = await user.post(messages, json={"content": f"line {i:02}"})
+        assert resp.status == 201, resp.body
+    one = await devices()
+    await one.sign_in(web_server, user)
+    await one.open_memory("Long thread")
+    await one.stored("line 34").wait_for()
+    assert await one.bodies() == [f"line {i:02}" for i in range(5, 35)]  # the newest 30
+    older = one.page.get_by_role("button", name="Load older messages")
+    await older.click()
+    await one.stored("line 00").wait_for()
+    assert await one.bodies() == [f"line {i:02}" for i in range(35)]
+    await older.wait_for(state="hidden")  # nothing older is left
+    # Enter sends (Shift+Enter would be a new line); the field is then empty again.
+    box = one.page.get_by_label("Message", exact=True)
+    await box.focus()
+    await one.page.keyboard.type("typed and sent with Enter")
+    await one.page.keyboard.press("Enter")
+    await one.stored("typed and sent with Enter").wait_for()
+    assert await box.input_value() == ""

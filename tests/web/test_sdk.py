@@ -170,3 +170,54 @@ async def test_an_expiring_token_is_refreshed_in_band(context: Any, start_web: A
     await page.wait_for_timeout(5_000)  # the socket closes 4001 at expiry
     await wait_js(page, "client.connections >= 2 && client.state === 'connected'")
     assert (await page.evaluate("client.request('ping')"))["pong"] is True
+
+
+async def test_a_restart_1012_is_survived_and_resumed(context: Any, start_web: Any) -> None:
+    first = await start_web()
+    user = await first.user()
+    memory = await user.post("/api/memories", json={"title": "Restart"})
+    memory_id = memory.body["memory"]["id"]
+    page, _ = await _open(context, first, user)
+    await page.evaluate(
+        """() => {
+          window.closes = [];
+          client.on('state', (s) => s === 'reconnecting' && closes.push(client.closeCode));
+        }"""
+    )
+    pending = page.evaluate(  # answered by the next server, after the restart
+        "([m]) => new Promise((r) => setTimeout(r, 300)).then("
+        "  () => client.sendMessage(m, 'sent during the restart'))",
+        [memory_id],
+    )
+    await first.stop()  # SIGTERM: drain, close 1012
+    second = await start_web(database=first.database, port=first.port)
+    rest = second.api.as_user(user.token)
+    for i in range(3):
+        resp = await rest.post(f"/api/memories/{memory_id}/messages", json={"content": f"n{i}"})
+        assert resp.status == 201, resp.body
+    sent = await pending
+    assert sent["content"] == "sent during the restart"
+    # (The memory was created before the page connected: its state, not an event.)
+    await wait_js(page, "window.events.length >= 4")
+    await page.wait_for_timeout(200)
+    events = await page.evaluate("window.events")
+    seqs = [e["seq"] for e in events]
+    assert seqs == [2, 3, 4, 5], seqs
+    assert sorted(e["data"]["content"] for e in events) == sorted(
+        ["n0", "n1", "n2", "sent during the restart"]
+    )
+    assert 1012 in await page.evaluate("window.closes")
+
+
+async def test_rate_limited_requests_are_waited_out(context: Any, start_web: Any) -> None:
+    server = await start_web(ws_requests_per_second=5.0, ws_request_burst=5)
+    user = await server.user()
+    page, _ = await _open(context, server, user)
+    # Nine at once: five pass, four are refused with retryAfter and sent again, spaced
+    # at the server's rate (four refusals stay under the 4008 threshold of five).
+    started = await page.evaluate("performance.now()")
+    answers = await page.evaluate("Promise.all([...Array(9)].map(() => client.request('ping')))")
+    elapsed = await page.evaluate("performance.now()") - started
+    assert all(a["pong"] for a in answers)
+    assert elapsed >= 500  # the four waited for tokens
+    assert await page.evaluate("client.connections") == 1

@@ -123,6 +123,7 @@ export class MemorydClient {
     this._acked = 0;
     this._refreshing = null;
     this._refreshTimer = null;
+    this._nextSlot = 0; // when the next rate-limited request may be sent again
     this._wake = null;
     this._firstWelcome = null;
     this.welcome = null;
@@ -424,11 +425,17 @@ export class MemorydClient {
         // (details.limit) mean the question was not stored: the caller decides.
         if (frame.code === "rate_limited" && typeof wait === "number" && !frame.details?.limit &&
             wait <= this.options.maxRetryAfter) {
+          // Resends go out one per token of the server's bucket, not all at once: a burst
+          // of refusals would close the socket (4008).
+          const now = Date.now();
+          const spacing = 1000 / (this.welcome?.limits?.requestsPerSecond || 10);
+          const at = Math.max(now + wait * 1000, this._nextSlot ?? 0);
+          this._nextSlot = at + spacing;
           p.sent = false;
           p.waiting = setTimeout(() => {
             p.waiting = null;
             if (this._ws) this._transmit(p);
-          }, Math.max(10, wait * 1000));
+          }, Math.max(10, at - now));
           return;
         }
         this._settle(p, error);
