@@ -233,15 +233,22 @@ export class MemorydClient {
         this._setState("superseded");
         return;
       }
-      if (result.code === TOKEN_CLOSE || result.error?.code === "token_expired" || result.error?.code === "invalid_token") {
-        // Never retry with the same token: get a new one first.
+      const refused = result.error?.code;
+      if (result.code === TOKEN_CLOSE || refused === "token_expired" || refused === "invalid_token") {
+        // Never retry with the same token: get a new one first. A fresh token refused
+        // as invalid too (a foreign key, a deleted user) ends the session.
+        this._tokenRefusals = refused === "invalid_token" ? (this._tokenRefusals ?? 0) + 1 : 0;
+        if (this._tokenRefusals > 1) {
+          return this._signedOut(new AuthError("invalid_token", result.error.message));
+        }
         try {
           await this._refreshTokens();
         } catch (error) {
-          if (error instanceof AuthError || result.error?.code === "invalid_token") {
-            return this._signedOut(error instanceof AuthError ? error : new AuthError("invalid_token", result.error.message));
-          }
+          if (error instanceof AuthError) return this._signedOut(error);
+          // otherwise (the server unreachable): back off, and refresh on the next round
         }
+      } else if (result.welcomed) {
+        this._tokenRefusals = 0;
       }
       if (!result.welcomed && this._firstWelcome && !this._firstWelcome.done && result.error &&
           !["token_expired", "invalid_token", "rate_limited"].includes(result.error.code)) {
