@@ -291,7 +291,8 @@ export class App {
   storeMessage(message) {
     const t = this.thread;
     const known = t.messages.get(message.id);
-    if (known && known.updatedAt > message.updatedAt) return; // a reply older than an event
+    // A copy older than the one shown (a send's reply after a later delivery update).
+    if (known && Date.parse(known.updatedAt) > Date.parse(message.updatedAt)) return;
     t.messages.set(message.id, message);
     if (message.clientMsgId) t.pending.delete(message.clientMsgId);
     if (message.isAiGenerated && message.parentId) t.streams.delete(message.parentId);
