@@ -155,20 +155,22 @@ async def test_resume_from_a_given_last_seq_and_signals(
 
 
 async def test_an_expiring_token_is_refreshed_in_band(context: Any, start_web: Any) -> None:
-    server = await start_web(access_token_ttl=4)
+    server = await start_web(access_token_ttl=6)
     user = await server.user()
     page, _ = await _open(context, server, user)
     first = await page.evaluate("client.accessToken")
-    # The token lives 4 s: the client refreshes it (REST) and hands it to the socket
-    # (auth.refresh) before then, so the socket is never closed with 4001.
-    await page.wait_for_timeout(6_000)
+    # The token lives 6 s: the client refreshes it (REST) a quarter of its life before
+    # the end and hands it to the socket (auth.refresh), so the socket is never closed
+    # with 4001.
+    await page.wait_for_timeout(7_500)
     assert await page.evaluate("client.accessToken") != first
     assert await page.evaluate("client.connections") == 1
     assert (await page.evaluate("client.request('ping')"))["pong"] is True
-    # A token that expired while the page slept: refreshed through REST, then reconnected.
-    await page.evaluate("client._refreshTimer && clearTimeout(client._refreshTimer)")
-    await page.wait_for_timeout(5_000)  # the socket closes 4001 at expiry
-    await wait_js(page, "client.connections >= 2 && client.state === 'connected'")
+    # A token that expired while the page slept: the socket closes with 4001 at expiry,
+    # and the client refreshes through REST, then reconnects.
+    await page.evaluate("clearTimeout(client._refreshTimer)")
+    await wait_js(page, "client.connections >= 2 && client.state === 'connected'", 20)
+    assert await page.evaluate("client.closeCode") == 4001
     assert (await page.evaluate("client.request('ping')"))["pong"] is True
 
 
