@@ -77,7 +77,9 @@ async def devices(browser: Any) -> AsyncIterator[Any]:
     made: list[Device] = []
 
     async def device(**options: Any) -> Device:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 800}, **options)
+        ctx = await browser.new_context(
+            viewport={"width": 1280, "height": 800}, locale="en-GB", timezone_id="UTC", **options
+        )
         contexts.append(ctx)
         made.append(Device(await ctx.new_page()))
         return made[-1]
@@ -302,6 +304,8 @@ async def test_phone_layout(devices: Any, web_server: WebServer) -> None:
     await phone.screenshot("thread-phone")
     await phone.page.get_by_role("button", name="Back to the list").click()
     await phone.page.locator("#sidebar").wait_for()
+    focused = await phone.page.evaluate("document.activeElement.dataset.memoryId")
+    assert focused == memory.body["memory"]["id"]  # the keyboard goes on from there
 
 
 async def test_memo_can_be_stopped_mid_reply(devices: Any, start_web: Any) -> None:
@@ -356,3 +360,27 @@ async def test_history_pages_back_and_the_keyboard_sends(
     await one.page.keyboard.press("Enter")
     await one.stored("typed and sent with Enter").wait_for()
     assert await box.input_value() == ""
+
+
+async def test_errors_are_shown_in_words(devices: Any, web_server: WebServer) -> None:
+    user = await web_server.user()
+    one = await devices()
+    await one.page.goto(web_server.url + "/")
+    form = one.page.get_by_role("form", name="Sign in")
+    await form.get_by_label("Email").fill(user.email)  # type: ignore[attr-defined]
+    await form.get_by_label("Password").fill("Wr0ng-password!")
+    await form.get_by_role("button", name="Sign in").click()
+    await (
+        form.get_by_role("alert")
+        .filter(has_text="That email and password do not match an account.")
+        .wait_for()
+    )
+
+    # Signed out elsewhere ("log out of every device"): the next refresh is refused, and
+    # the page goes back to the sign-in form saying why.
+    await one.sign_in(web_server, user)
+    out = await user.post("/api/auth/logout", json={"allDevices": True})
+    assert out.status == 204, out.body
+    await one.page.evaluate("memorydApp.client.refreshNow().catch(() => {})")
+    await form.get_by_role("alert").filter(has_text="Your session has ended").wait_for()
+    assert await one.page.evaluate("localStorage.getItem('memoryd.session')") is None

@@ -423,11 +423,15 @@ export class App {
   }
 
   closeThread(message) {
+    const was = this.thread?.memoryId;
     this.thread = null;
     $("thread-view").hidden = true;
     $("thread-empty").hidden = false;
     $("app").classList.remove("show-thread");
     this.renderList();
+    // Back on the list (a phone), the keyboard continues from the memory it left.
+    const item = was && document.querySelector(`#memory-list [data-memory-id="${CSS.escape(was)}"]`);
+    (item || $("search")).focus();
     if (message) showAlert(message);
   }
 
