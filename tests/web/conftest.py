@@ -31,7 +31,7 @@ from memoryd.server.app import create_app
 from memoryd.server.keys import SERVICES
 from memoryd.storage.database import Database, create_database_if_missing, drop_database
 from memoryd.storage.migrate import migrate
-from tests.helpers import PASSWORD, Api, promote
+from tests.helpers import Api, promote
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")
 CHROMIUM_ARGS = [
@@ -157,6 +157,3 @@ async def start_web(
 async def web_server(start_web: StartWeb) -> WebServer:
     """The shared server of the browser tests (the local responder answers for Memo)."""
     return await start_web()
-
-
-__all__ = ["PASSWORD", "SCREENSHOTS"]
