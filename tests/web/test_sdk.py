@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from memoryd.server.keys import SERVICES
 from tests.web.conftest import WebServer, wait_js
 
 # A page-side harness: one client per page, its events and signals kept for the test.
@@ -223,3 +225,29 @@ async def test_rate_limited_requests_are_waited_out(context: Any, start_web: Any
     assert all(a["pong"] for a in answers)
     assert elapsed >= 500  # the four waited for tokens
     assert await page.evaluate("client.connections") == 1
+
+
+async def test_rest_calls_refresh_an_expired_token(context: Any, web_server: WebServer) -> None:
+    user = await web_server.user()
+    page, _ = await _open(context, web_server, user)
+    services = web_server.app[SERVICES]
+    record = await services.store.users.get(uuid.UUID(user.user["id"]))
+    assert record is not None
+    expired = services.tokens.issue_access(record, now=datetime.now(UTC) - timedelta(hours=1))
+    # A device clock two hours slow: the client takes the token for a fresh one, sends
+    # it, gets 401 token_expired, refreshes and calls again.
+    me = await page.evaluate(
+        """async ([t]) => {
+          client.accessToken = t;
+          const realNow = Date.now;
+          Date.now = () => realNow() - 2 * 3600 * 1000;
+          try { return await client.api('/api/users/me'); } finally { Date.now = realNow; }
+        }""",
+        [expired],
+    )
+    assert me["user"]["id"] == user.user["id"]
+    assert await page.evaluate("client.accessToken") != expired
+    error = await page.evaluate(
+        "client.api('/api/memories/not-a-uuid').catch((e) => ({code: e.code, status: e.status}))"
+    )
+    assert error["status"] in (400, 404)
