@@ -43,6 +43,7 @@ from memoryd.server.metrics import Metrics
 from memoryd.server.operations import undocumented
 from memoryd.server.ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from memoryd.server.routes import ai, auth, health, resources, sync, webhooks
+from memoryd.server.routes import web as browser_client
 from memoryd.server.sockets import SocketServer
 from memoryd.storage.ai import AI_REPLY
 from memoryd.storage.bootstrap import database_dsn, open_database
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(sync.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(ai.routes)
+    app.add_routes(browser_client.routes)  # the chat app at /, memoryd-client.js
     return app
 
 
