@@ -55,6 +55,7 @@ from memoryd.handlers.sync import (
 )
 from memoryd.handlers.tokens import ALGORITHM, AUDIENCE, ISSUER
 from memoryd.handlers.users import UpdateProfileRequest
+from memoryd.handlers.voice import VoiceUpload
 from memoryd.handlers.whatsapp import WebhookReceipt
 from memoryd.protocol.ai import (
     CategorizeRequest,
@@ -64,7 +65,15 @@ from memoryd.protocol.ai import (
     SummarizeRequest,
     SummarizeResponse,
 )
-from memoryd.protocol.models import Category, Memory, Message, ReadMarker, User
+from memoryd.protocol.models import (
+    Category,
+    FileInfo,
+    Memory,
+    Message,
+    ReadMarker,
+    Transcription,
+    User,
+)
 from memoryd.protocol.requests import (
     CreateCategoryRequest,
     CreateMemoryRequest,
@@ -95,6 +104,7 @@ CategoryList = _envelope("CategoryList", "categories", list[Category])
 MemoryResponse = _envelope("MemoryResponse", "memory", Memory)
 MessageResponse = _envelope("MessageResponse", "message", Message)
 ReadResponse = _envelope("ReadResponse", "read", ReadMarker)
+FileResponse = _envelope("FileResponse", "file", FileInfo)
 
 
 class SentMessage(msgspec.Struct, rename="camel", kw_only=True):
@@ -193,6 +203,7 @@ class Op:
     media: str = "application/json"
     also: tuple[tuple[int, str, Any], ...] = ()  # more non-error responses
     notes: str = ""
+    upload: tuple[tuple[str, str, bool], ...] = ()  # multipart fields: (name, text, is file)
 
 
 _READ, _WRITE, _DELETE = (
@@ -332,6 +343,62 @@ OPERATIONS: tuple[Op, ...] = (
        response=ForceSyncResult, body=ForceSyncRequest, permission=Permission.SYNC_WHATSAPP,
        errors=(409,), notes="Failed jobs go back in the queue: `push` the sends, `pull` the "
        "inbound messages and statuses, `both` by default. 409 `whatsapp_not_connected`."),
+    # -- files and voice
+    Op("POST", "/api/files", "uploadFile", "Upload a file", "Files", response=FileResponse,
+       status=201, permission=_WRITE, limit="upload", errors=(400, 413, 415),
+       upload=(("file", "The file (any filename; its type is sniffed from the bytes).", True),),
+       notes="Streamed to the blob store (local directory or S3), never held whole in "
+       "memory. The type is sniffed from the first bytes, not taken from the client: "
+       "images (JPEG, PNG, GIF, WebP, HEIC), audio (Ogg, MP3, WAV, FLAC, M4A, AAC, AMR), "
+       "video (WebM, MP4, QuickTime, 3GP), PDF, office documents, ZIP and UTF-8 text "
+       "(stored as `text/plain` whatever markup it holds); anything else is 415 "
+       "`unsupported_file_type`. 400 `empty_file` for 0 bytes, `bad_multipart` for a body "
+       "cut off; 413 `file_too_large` past the kind's limit (MEMORYD_FILES_MAX_*_BYTES), "
+       "`quota_exceeded` past MEMORYD_FILES_QUOTA_BYTES. The filename is sanitised (no "
+       "path, no control or reserved characters, the sniffed type's extension). Images get "
+       "a thumbnail and `metadata.width`/`height`. Counts against the `upload` limit "
+       "(MEMORYD_RATE_LIMIT_UPLOAD, 10/hour). Attach the returned id to a message with "
+       "`attachments`."),
+    Op("GET", "/api/files/{id}", "getFile", "A file's metadata", "Files",
+       response=FileResponse, permission=_READ),
+    Op("GET", "/api/files/{id}/content", "downloadFile", "Download a file", "Files",
+       response={"type": "string", "format": "binary"}, media="application/octet-stream",
+       permission=_READ, errors=(416,),
+       also=((206, "Partial content: the `Range` asked for (one range)",
+              {"type": "string", "format": "binary"}),
+             (304, "Not modified: `If-None-Match` matches the `ETag`", None),
+             (307, "A presigned URL of the S3 bucket (MEMORYD_S3_PRESIGN_SECONDS > 0)", None)),
+       notes="`Content-Type` is the sniffed type; `ETag` is the SHA-256 of the content; "
+       "`Range: bytes=a-b` (one range, `If-Range` honoured) answers 206. Images, audio and "
+       "video are `inline`, everything else (and anything with `?download=1`) an "
+       "`attachment`; `filename*` carries the UTF-8 name. Always `X-Content-Type-Options: "
+       "nosniff` and `Content-Security-Policy: sandbox`: nothing is ever rendered as HTML."),
+    Op("GET", "/api/files/{id}/thumbnail", "fileThumbnail", "An image's thumbnail", "Files",
+       response={"type": "string", "format": "binary"}, media="image/jpeg",
+       permission=_READ, notes="A JPEG at most 320 px on its longer side; 404 when the "
+       "file has none (not an image)."),
+    Op("DELETE", "/api/files/{id}", "deleteFile", "Delete an unattached file", "Files",
+       status=204, permission=_WRITE, errors=(409,),
+       notes="409 `file_attached` when a message holds it: delete the message (its files "
+       "go with it). The contents are removed from the blob store by a durable job."),
+    Op("POST", "/api/voice/upload", "uploadVoice", "Upload a voice note", "Voice",
+       response=VoiceUpload, status=201, permission=_WRITE, limit="upload",
+       errors=(400, 413, 415),
+       upload=(("audio", "The recording: Opus in Ogg (WhatsApp), Opus in WebM (browsers), "
+                "MP3, M4A, WAV, FLAC ...", True),
+               ("language", "Optional ISO 639-1 code such as `en`.", False),
+               ("memoryId", "Optional: make a `voice` message with it in this memory.", False)),
+       notes="Stored like `POST /api/files` (the audio limit applies), then transcribed by "
+       "a durable job. With `memoryId` a `voice` message holding the file is created at "
+       "once (`messageId`); when the transcript is ready it becomes the message's content "
+       "(a `message.updated` event, `metadata.transcription` naming the engine). Poll "
+       "`GET /api/voice/transcription/{id}`. Fields may come before or after `audio`."),
+    Op("GET", "/api/voice/transcription/{id}", "getTranscription", "A transcription",
+       "Voice", response=Transcription, permission=_READ,
+       notes="`status` is `processing`, `completed` or `failed` (`error` says why, e.g. a "
+       "format ffmpeg cannot decode). `engine` names the recognizer (`pocketsphinx-...` "
+       "offline by default, `openai whisper-1`, `faster-whisper-... tiny.en`). `duration` "
+       "is measured from the decoded audio, in seconds; `confidence` 0..1."),
     # -- webhooks
     Op("GET", "/api/webhooks/whatsapp", "verifyWhatsAppWebhook",
        "Meta's webhook verification handshake", "Webhooks", response={"type": "string"},
@@ -358,6 +425,8 @@ TAGS = (
     ("Sync", "Outside services a user connects: WhatsApp."),
     ("AI", "Memo, the AI assistant (premium and admin)."),
     ("Webhooks", "Calls from outside services, authenticated by their signatures."),
+    ("Files", "Uploads, attachments and downloads."),
+    ("Voice", "Voice notes and their transcriptions."),
 )
 
 # status -> (reusable response name, description)
@@ -388,6 +457,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
         f"`{PayloadTooLarge.code}`: the body is larger than MEMORYD_MAX_BODY_BYTES.",
     ),
     415: ("UnsupportedMediaType", f"`{UnsupportedMediaType.code}`: the body is not JSON."),
+    416: (
+        "RangeNotSatisfiable",
+        "`range_not_satisfiable`: the `Range` starts past the end; `Content-Range` gives the size.",
+    ),
     429: ("TooManyRequests", f"`{RateLimited.code}`: `details` is `{{limit, retryAfter}}`."),
     501: ("NotImplemented", "`oauth_not_configured`: Google sign-in is not configured."),
     502: (
@@ -435,7 +508,13 @@ _HEADERS: dict[str, Schema] = {
     },
 }
 
-_RESOURCE_OF_SEGMENT = {"categories": "Category", "memories": "Memory", "messages": "Message"}
+_RESOURCE_OF_SEGMENT = {
+    "categories": "Category",
+    "memories": "Memory",
+    "messages": "Message",
+    "files": "File",
+    "transcription": "Transcription",
+}
 
 _DESCRIPTION = """\
 The REST API of memoryd, the real-time messaging backend of the Memory App. Bodies are
@@ -631,6 +710,20 @@ def _operation(op: Op, refs: dict[Any, Schema], components: dict[str, Schema]) -
             # An absent body reads as {}; a PATCH without fields is 400 "Nothing to update".
             "required": has_required or op.method == "PATCH",
             "content": {m: {"schema": ref} for m in media},
+        }
+    if op.upload:
+        form: Schema = {
+            "type": "object",
+            "required": [name for name, _, is_file in op.upload if is_file],
+            "properties": {
+                name: {"type": "string", "description": text}
+                | ({"contentEncoding": "binary"} if is_file else {})
+                for name, text, is_file in op.upload
+            },
+        }
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": form}},
         }
     operation["responses"] = responses
     if op.auth:

@@ -1,0 +1,391 @@
+"""Files (uploads, voice notes, WhatsApp media) and transcriptions of voice notes.
+
+A row's contents live in a blob store under ``storage_path``; deleting a row (however it
+goes) enqueues a ``files.purge`` job in the same transaction (a trigger, 0006_files.sql).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from memoryd.errors import Conflict, PayloadTooLarge, ValidationFailed
+from memoryd.protocol.models import Event, FileInfo, Message, Transcription
+from memoryd.storage.database import Database
+from memoryd.storage.events import append_event
+from memoryd.storage.jobs import NewJob, enqueue
+from memoryd.storage.rows import MESSAGE_COLUMNS, to_model
+
+PURGE = "files.purge"
+TRANSCRIBE = "voice.transcribe"
+
+FILE_COLUMNS = """id, user_id, memory_id, message_id, filename, original_filename, file_type,
+    file_size, kind, sha256, storage_path, storage_provider, thumbnail_path, thumbnail_type,
+    metadata, created_at"""
+
+TRANSCRIPTION_COLUMNS = """id, file_id, memory_id, message_id, COALESCE(text, '') AS text,
+    COALESCE(confidence, 0) AS confidence, COALESCE(language, '') AS language,
+    COALESCE(duration, 0) AS duration, status, COALESCE(segments, '[]') AS segments, engine,
+    error, created_at, updated_at"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A files row, with where its contents are (never sent to a client as such)."""
+
+    id: UUID
+    user_id: UUID
+    memory_id: UUID | None
+    message_id: UUID | None
+    filename: str
+    original_filename: str
+    file_type: str
+    file_size: int
+    kind: str
+    sha256: str | None
+    storage_path: str
+    storage_provider: str
+    thumbnail_path: str | None
+    thumbnail_type: str | None
+    metadata: Any
+    created_at: Any
+
+    def info(self) -> FileInfo:
+        return FileInfo(
+            id=self.id,
+            memory_id=self.memory_id,
+            message_id=self.message_id,
+            filename=self.filename,
+            original_filename=self.original_filename,
+            file_type=self.file_type,
+            file_size=self.file_size,
+            kind=self.kind,
+            sha256=self.sha256,
+            url=f"/api/files/{self.id}/content",
+            thumbnail_url=f"/api/files/{self.id}/thumbnail" if self.thumbnail_path else None,
+            metadata=self.metadata,
+            created_at=self.created_at,
+        )
+
+
+def _record(row: asyncpg.Record) -> FileRecord:
+    return FileRecord(**dict(row.items()))
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    id: UUID
+    user_id: UUID
+    filename: str
+    original_filename: str
+    file_type: str
+    file_size: int
+    kind: str
+    sha256: str
+    storage_path: str
+    storage_provider: str
+    memory_id: UUID | None = None
+    metadata: Any = None
+
+
+def transcribe_job(transcription_id: UUID, user_id: UUID) -> NewJob:
+    return NewJob(
+        kind=TRANSCRIBE,
+        payload={"transcriptionId": str(transcription_id)},
+        user_id=user_id,
+        dedupe_key=str(transcription_id),
+        max_attempts=5,
+    )
+
+
+def quota_exceeded(used: int, quota: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        "Storage quota exceeded",
+        code="quota_exceeded",
+        details={"usedBytes": used, "quotaBytes": quota},
+    )
+
+
+class FileStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def usage(self, user_id: UUID) -> int:
+        """Bytes the user's files take (originals; thumbnails are not counted)."""
+        used = await self.db.fetchval(
+            "SELECT COALESCE(sum(file_size), 0) FROM files WHERE user_id = $1", user_id
+        )
+        return int(used)
+
+    async def create(
+        self,
+        new: NewUpload,
+        *,
+        quota: int,
+        transcription_language: str | None = None,
+        enqueue_transcription: bool = True,
+    ) -> tuple[FileRecord, UUID | None]:
+        """Insert an uploaded file, within the user's ``quota`` (bytes), else raise.
+
+        With ``transcription_language`` (a voice note; "" for "detect") a transcription
+        row is added too, and its job unless ``enqueue_transcription`` is False (the caller
+        then enqueues it with the voice message). Returns the file and the
+        transcription's id."""
+        async with self.db.transaction() as conn:
+            # One upload of a user at a time passes this point: the sum and the insert
+            # are one step, so concurrent uploads cannot overshoot the quota together.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('files:' || $1::text))", str(new.user_id)
+            )
+            used = int(
+                await conn.fetchval(
+                    "SELECT COALESCE(sum(file_size), 0) FROM files WHERE user_id = $1",
+                    new.user_id,
+                )
+            )
+            if used + new.file_size > quota:
+                raise quota_exceeded(used, quota)
+            row = await conn.fetchrow(
+                f"""INSERT INTO files (id, user_id, memory_id, filename, original_filename,
+                        file_type, file_size, kind, sha256, storage_path, storage_provider,
+                        metadata, is_processed)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, TRUE)
+                    RETURNING {FILE_COLUMNS}""",
+                new.id, new.user_id, new.memory_id, new.filename, new.original_filename,
+                new.file_type, new.file_size, new.kind, new.sha256, new.storage_path,
+                new.storage_provider, new.metadata,
+            )  # fmt: skip
+            transcription_id = None
+            if transcription_language is not None:
+                transcription_id = await conn.fetchval(
+                    """INSERT INTO transcriptions (user_id, file_id, memory_id, language)
+                       VALUES ($1, $2, $3, $4) RETURNING id""",
+                    new.user_id,
+                    new.id,
+                    new.memory_id,
+                    transcription_language or None,
+                )
+                if enqueue_transcription:
+                    await enqueue(conn, transcribe_job(transcription_id, new.user_id))
+            return _record(row), transcription_id
+
+    async def get(self, user_id: UUID, file_id: UUID) -> FileRecord | None:
+        row = await self.db.fetchrow(
+            f"SELECT {FILE_COLUMNS} FROM files WHERE user_id = $1 AND id = $2", user_id, file_id
+        )
+        return _record(row) if row else None
+
+    async def get_any(self, file_id: UUID) -> FileRecord | None:
+        """A file by id alone, for jobs that were given it by its owner's request."""
+        row = await self.db.fetchrow(f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1", file_id)
+        return _record(row) if row else None
+
+    async def delete(self, user_id: UUID, file_id: UUID) -> bool:
+        """Delete an unattached file; Conflict when a message holds it (delete that)."""
+        async with self.db.transaction() as conn:
+            message_id = await conn.fetchval(
+                "SELECT message_id FROM files WHERE user_id = $1 AND id = $2 FOR UPDATE",
+                user_id,
+                file_id,
+            )
+            if message_id is not None:
+                raise Conflict(
+                    "The file is attached to a message; delete the message instead",
+                    code="file_attached",
+                    details={"messageId": str(message_id)},
+                )
+            done = await conn.execute(
+                "DELETE FROM files WHERE user_id = $1 AND id = $2", user_id, file_id
+            )
+            return bool(done != "DELETE 0")
+
+    async def set_thumbnail(
+        self, file_id: UUID, path: str, content_type: str, metadata: dict[str, Any]
+    ) -> FileRecord | None:
+        row = await self.db.fetchrow(
+            f"""UPDATE files SET thumbnail_path = $2, thumbnail_type = $3,
+                    metadata = COALESCE(metadata, '{{}}'::jsonb) || $4::jsonb
+                WHERE id = $1 RETURNING {FILE_COLUMNS}""",
+            file_id,
+            path,
+            content_type,
+            metadata,
+        )
+        return _record(row) if row else None
+
+    # -- transcriptions ------------------------------------------------------------------
+
+    async def transcription(self, user_id: UUID, transcription_id: UUID) -> Transcription | None:
+        row = await self.db.fetchrow(
+            f"SELECT {TRANSCRIPTION_COLUMNS} FROM transcriptions WHERE user_id = $1 AND id = $2",
+            user_id,
+            transcription_id,
+        )
+        return _transcription(row) if row else None
+
+    async def transcription_job_target(
+        self, transcription_id: UUID
+    ) -> tuple[UUID, Transcription, FileRecord] | None:
+        """``(user id, transcription, file)`` for the job, or None when either is gone."""
+        row = await self.db.fetchrow(
+            f"SELECT user_id, {TRANSCRIPTION_COLUMNS} FROM transcriptions WHERE id = $1",
+            transcription_id,
+        )
+        if row is None:
+            return None
+        fields = dict(row.items())
+        user_id = fields.pop("user_id")
+        found = await self.get(user_id, fields["file_id"])
+        if found is None:
+            return None
+        return user_id, msgspec.convert(fields, Transcription), found
+
+    async def finish_transcription(
+        self, transcription_id: UUID, result: dict[str, Any]
+    ) -> tuple[Transcription, Message | None, Event | None] | None:
+        """Store a transcription's outcome (``status`` completed or failed, and ``text``,
+        ``confidence``, ``language``, ``duration``, ``segments``, ``engine``, ``error``).
+
+        A completed one also becomes the content of the voice message holding the file,
+        when there is one, with a ``message.updated`` event, in the same transaction: the
+        file row is locked first, so a send attaching it at the same time is ordered
+        before or after, never lost between."""
+        async with self.db.transaction() as conn:
+            row = await conn.fetchrow(
+                f"""UPDATE transcriptions SET status = $2, text = $3, confidence = $4,
+                        language = COALESCE($5, language), duration = $6, segments = $7,
+                        engine = $8, error = $9, updated_at = now()
+                    WHERE id = $1 RETURNING user_id, {TRANSCRIPTION_COLUMNS}""",
+                transcription_id, result["status"], result.get("text"),
+                result.get("confidence"), result.get("language") or None,
+                result.get("duration"), result.get("segments"), result.get("engine"),
+                result.get("error"),
+            )  # fmt: skip
+            if row is None:
+                return None
+            fields = dict(row.items())
+            user_id = fields.pop("user_id")
+            done = msgspec.convert(fields, Transcription)
+            message_id = await conn.fetchval(
+                "SELECT message_id FROM files WHERE id = $1 FOR UPDATE", done.file_id
+            )
+            if message_id is None:
+                return done, None, None
+            await conn.execute(
+                "UPDATE transcriptions SET message_id = $2 WHERE id = $1",
+                transcription_id,
+                message_id,
+            )
+            done = msgspec.structs.replace(done, message_id=message_id)
+            note = {
+                "id": str(done.id),
+                "status": done.status,
+                "engine": done.engine,
+                "language": done.language,
+                "duration": done.duration,
+                "confidence": done.confidence,
+                "error": done.error,
+            }
+            text = done.text if done.status == "completed" else None
+            msg_row = await conn.fetchrow(
+                f"""UPDATE messages SET content = COALESCE($3, content),
+                        metadata = COALESCE(metadata, '{{}}'::jsonb)
+                            || jsonb_build_object('transcription', $4::jsonb),
+                        updated_at = now()
+                    WHERE user_id = $1 AND id = $2 RETURNING {MESSAGE_COLUMNS}""",
+                user_id,
+                message_id,
+                text,
+                note,
+            )
+            if msg_row is None:
+                return done, None, None
+            message = to_model(Message, msg_row)
+            message = await with_files(conn, user_id, message)
+            return done, message, await append_event(conn, user_id, "message.updated", message)
+
+
+def _transcription(row: asyncpg.Record) -> Transcription:
+    return msgspec.convert(dict(row.items()), Transcription)
+
+
+# -- attachments (called by MessageStore inside a send's or an edit's transaction) ----------
+
+
+async def claim_attachments(
+    conn: asyncpg.Connection,
+    user_id: UUID,
+    memory_id: UUID,
+    message_id: UUID,
+    file_ids: Sequence[UUID],
+) -> list[FileInfo]:
+    """Attach the user's unattached files to a new message, or raise naming `attachments`.
+
+    Another user's file, an unknown id and a file already attached elsewhere all read
+    the same ("not an unattached file of yours"): nothing tells one from the other."""
+    wanted = list(dict.fromkeys(file_ids))
+    rows = await conn.fetch(
+        f"""UPDATE files SET message_id = $3, memory_id = $4
+            WHERE user_id = $1 AND id = ANY($2::uuid[]) AND message_id IS NULL
+            RETURNING {FILE_COLUMNS}""",
+        user_id,
+        wanted,
+        message_id,
+        memory_id,
+    )
+    if len(rows) != len(wanted):
+        claimed = {r["id"] for r in rows}
+        raise ValidationFailed(
+            "Validation failed",
+            details=[
+                {
+                    "field": f"attachments[{i}]",
+                    "message": "not an unattached file of yours",
+                }
+                for i, file_id in enumerate(file_ids)
+                if file_id not in claimed
+            ]
+            or [{"field": "attachments", "message": "a file may be attached once"}],
+        )
+    by_id = {r["id"]: _record(r).info() for r in rows}
+    return [by_id[f] for f in wanted]
+
+
+async def with_files(
+    conn: asyncpg.Connection | Database, user_id: UUID, message: Message
+) -> Message:
+    """``message`` with ``files`` filled from its attachments."""
+    if not message.attachments:
+        return message
+    filled = await files_of(conn, user_id, [message])
+    return filled[0]
+
+
+async def files_of(
+    conn: asyncpg.Connection | Database, user_id: UUID, messages: list[Message]
+) -> list[Message]:
+    """``messages`` with ``files`` filled (one query for the lot)."""
+    ids = [m.id for m in messages if m.attachments]
+    if not ids:
+        return messages
+    rows = await conn.fetch(
+        f"SELECT {FILE_COLUMNS} FROM files WHERE user_id = $1 AND message_id = ANY($2::uuid[])",
+        user_id,
+        ids,
+    )
+    by_message: dict[UUID, dict[str, FileInfo]] = {}
+    for r in rows:
+        by_message.setdefault(r["message_id"], {})[str(r["id"])] = _record(r).info()
+    out = []
+    for m in messages:
+        found = by_message.get(m.id)
+        if found:
+            files = [found[a] for a in m.attachments if a in found]
+            m = msgspec.structs.replace(m, files=files)
+        out.append(m)
+    return out
