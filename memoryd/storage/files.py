@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 
 from memoryd.errors import Conflict, PayloadTooLarge, ValidationFailed
-from memoryd.protocol.models import Event, FileInfo, Message, Transcription
+from memoryd.protocol.models import Event, FileInfo, Message, Transcription, TranscriptSegment
 from memoryd.storage.database import Database
 from memoryd.storage.events import append_event
 from memoryd.storage.jobs import NewJob, enqueue
@@ -243,7 +243,7 @@ class FileStore:
         found = await self.get(user_id, fields["file_id"])
         if found is None:
             return None
-        return user_id, msgspec.convert(fields, Transcription), found
+        return user_id, _transcription(fields), found
 
     async def finish_transcription(
         self, transcription_id: UUID, result: dict[str, Any]
@@ -270,7 +270,7 @@ class FileStore:
                 return None
             fields = dict(row.items())
             user_id = fields.pop("user_id")
-            done = msgspec.convert(fields, Transcription)
+            done = _transcription(fields)
             message_id = await conn.fetchval(
                 "SELECT message_id FROM files WHERE id = $1 FOR UPDATE", done.file_id
             )
@@ -310,8 +310,10 @@ class FileStore:
             return done, message, await append_event(conn, user_id, "message.updated", message)
 
 
-def _transcription(row: asyncpg.Record) -> Transcription:
-    return msgspec.convert(dict(row.items()), Transcription)
+def _transcription(row: asyncpg.Record | dict[str, Any]) -> Transcription:
+    fields = dict(row.items())
+    fields["segments"] = msgspec.convert(fields["segments"] or [], list[TranscriptSegment])
+    return Transcription(**fields)
 
 
 # -- attachments (called by MessageStore inside a send's or an edit's transaction) ----------
