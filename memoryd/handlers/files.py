@@ -19,6 +19,7 @@ from uuid import UUID
 
 from memoryd.bridges.blobs import BlobError, BlobStore
 from memoryd.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from memoryd.handlers import thumbnails
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.file_rules import (
     INLINE_KINDS,
@@ -167,8 +168,13 @@ async def commit(
 ) -> tuple[FileRecord, UUID | None]:
     """The row for staged bytes (thumbnail made first for an image); the blob is removed
     when this fails."""
+    thumb = None
     try:
         metadata: dict[str, Any] = {}
+        if staged.sniffed.kind == "image":
+            thumb = await thumbnails.make(blob_store(svc, staged.provider), staged.key)
+            if thumb is not None:
+                metadata.update(width=thumb.width, height=thumb.height)
         name = safe_filename(filename, staged.sniffed)
         new = NewUpload(
             id=staged.id,
@@ -183,6 +189,8 @@ async def commit(
             storage_provider=staged.provider,
             memory_id=memory_id,
             metadata=metadata or None,
+            thumbnail_path=thumb.key if thumb else None,
+            thumbnail_type=thumb.content_type if thumb else None,
         )
         record, transcription_id = await svc.store.files.create(
             new,
@@ -192,6 +200,9 @@ async def commit(
         )
     except BaseException:
         await discard(svc, staged)
+        if thumb is not None:
+            with contextlib.suppress(Exception):
+                await blob_store(svc, staged.provider).delete(thumb.key)
         raise
     if transcription_id is not None and enqueue_transcription:
         svc.wake_jobs()

@@ -91,6 +91,8 @@ class NewUpload:
     storage_provider: str
     memory_id: UUID | None = None
     metadata: Any = None
+    thumbnail_path: str | None = None
+    thumbnail_type: str | None = None
 
 
 def transcribe_job(transcription_id: UUID, user_id: UUID) -> NewJob:
@@ -153,12 +155,12 @@ class FileStore:
             row = await conn.fetchrow(
                 f"""INSERT INTO files (id, user_id, memory_id, filename, original_filename,
                         file_type, file_size, kind, sha256, storage_path, storage_provider,
-                        metadata, is_processed)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, TRUE)
+                        metadata, thumbnail_path, thumbnail_type, is_processed)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE)
                     RETURNING {FILE_COLUMNS}""",
                 new.id, new.user_id, new.memory_id, new.filename, new.original_filename,
                 new.file_type, new.file_size, new.kind, new.sha256, new.storage_path,
-                new.storage_provider, new.metadata,
+                new.storage_provider, new.metadata, new.thumbnail_path, new.thumbnail_type,
             )  # fmt: skip
             transcription_id = None
             if transcription_language is not None:
@@ -203,20 +205,6 @@ class FileStore:
                 "DELETE FROM files WHERE user_id = $1 AND id = $2", user_id, file_id
             )
             return bool(done != "DELETE 0")
-
-    async def set_thumbnail(
-        self, file_id: UUID, path: str, content_type: str, metadata: dict[str, Any]
-    ) -> FileRecord | None:
-        row = await self.db.fetchrow(
-            f"""UPDATE files SET thumbnail_path = $2, thumbnail_type = $3,
-                    metadata = COALESCE(metadata, '{{}}'::jsonb) || $4::jsonb
-                WHERE id = $1 RETURNING {FILE_COLUMNS}""",
-            file_id,
-            path,
-            content_type,
-            metadata,
-        )
-        return _record(row) if row else None
 
     # -- transcriptions ------------------------------------------------------------------
 

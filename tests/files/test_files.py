@@ -294,3 +294,31 @@ async def test_attachments_must_be_the_senders_unattached_files(api: Api) -> Non
     )
     assert (again.status, again.error_code) == (400, "validation_failed")
     assert (await other.get(f"/api/files/{theirs['id']}")).body["file"]["messageId"] is None
+
+
+async def test_images_get_a_thumbnail_and_their_dimensions(server: RunningServer, api: Api) -> None:
+    import io
+
+    from PIL import Image
+
+    me = await api.register()
+    f = (await upload(me, png(640, 480, "green"), "big.png")).body["file"]
+    assert f["metadata"] == {"width": 640, "height": 480}
+    assert f["thumbnailUrl"] == f"/api/files/{f['id']}/thumbnail"
+    status, data, headers = await _raw(me, f["thumbnailUrl"])
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    with Image.open(io.BytesIO(data)) as thumb:
+        assert thumb.size == (320, 240)
+    other = await api.register()
+    assert (await _raw(other, f["thumbnailUrl"]))[0] == 404
+    text = (await upload(me, b"no picture", "t.txt")).body["file"]
+    assert text["thumbnailUrl"] is None
+    assert (await _raw(me, f"/api/files/{text['id']}/thumbnail"))[0] == 404
+    broken = (await upload(me, png()[:60], "cut.png")).body["file"]  # a PNG cut short
+    assert broken["kind"] == "image" and broken["thumbnailUrl"] is None
+
+    root = Path(server.app[SETTINGS].data_dir) / "files" / me.user["id"]  # type: ignore[attr-defined]
+    assert (root / f"{f['id']}.thumb.jpg").exists()
+    assert (await me.delete(f"/api/files/{f['id']}")).status == 204
+    await _gone(root / f["id"])
+    await _gone(root / f"{f['id']}.thumb.jpg")
