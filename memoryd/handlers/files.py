@@ -209,6 +209,81 @@ async def commit(
     return record, transcription_id
 
 
+class _Measure:
+    """Passes a bridge's media on, keeping its head (to sniff) and enforcing a size cap."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], max_bytes: int) -> None:
+        self.chunks = chunks
+        self.max_bytes = max_bytes
+        self.head = b""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self.chunks:
+            if len(self.head) < SNIFF_BYTES:
+                self.head += chunk[: SNIFF_BYTES - len(self.head)]
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise file_too_large(self.max_bytes, "media")
+            yield chunk
+
+
+async def store_media(
+    svc: Services,
+    user_id: UUID,
+    file_id: UUID,
+    chunks: AsyncIterable[bytes],
+    *,
+    original_filename: str | None,
+    memory_id: UUID | None = None,
+    message_id: UUID | None = None,
+    metadata: dict[str, Any] | None = None,
+    max_bytes: int | None = None,
+) -> FileRecord:
+    """Store a bridge's media (a WhatsApp download) like an upload, idempotently.
+
+    ``file_id`` should be deterministic (``uuid5`` of the user and the WhatsApp message
+    id): a retry rewrites the same blob and finds the row it stored. The type is sniffed
+    (an unknown one is kept as ``application/octet-stream``, served as an attachment);
+    images get a thumbnail; audio is transcribed by the ``voice.transcribe`` job, and
+    when ``message_id`` is given the file is attached to that message, which then gets
+    the transcript as its content. Publishes the message's ``message.updated``."""
+    store = blob_store(svc)
+    key = f"files/{user_id}/{file_id}"
+    measured = _Measure(chunks, max_bytes or largest_limit(svc))
+    stored = await store.put_stream(key, measured)
+    sniffed = sniff(measured.head) or Sniffed("application/octet-stream", "document", "")
+    extra = dict(metadata or {})
+    thumb = None
+    if sniffed.kind == "image":
+        thumb = await thumbnails.make(store, key)
+        if thumb is not None:
+            extra.update(width=thumb.width, height=thumb.height)
+    new = NewUpload(
+        id=file_id,
+        user_id=user_id,
+        filename=f"{file_id}{sniffed.extension}",
+        original_filename=safe_filename(original_filename, sniffed, fallback="media"),
+        file_type=sniffed.content_type,
+        file_size=stored.size,
+        kind=sniffed.kind,
+        sha256=stored.sha256,
+        storage_path=key,
+        storage_provider=store.name,
+        memory_id=memory_id,
+        metadata=extra or None,
+        thumbnail_path=thumb.key if thumb else None,
+        thumbnail_type=thumb.content_type if thumb else None,
+    )
+    record, event, created = await svc.store.files.add_media(
+        new, message_id=message_id, transcribe=sniffed.kind == "audio"
+    )
+    svc.publish(user_id, event)
+    if created and sniffed.kind == "audio":
+        svc.wake_jobs()
+    return record
+
+
 async def upload(
     svc: Services, caller: Caller, chunks: AsyncIterable[bytes], filename: str | None
 ) -> FileInfo:

@@ -176,6 +176,70 @@ class FileStore:
                     await enqueue(conn, transcribe_job(transcription_id, new.user_id))
             return _record(row), transcription_id
 
+    async def add_media(
+        self, new: NewUpload, *, message_id: UUID | None = None, transcribe: bool = False
+    ) -> tuple[FileRecord, Event | None, bool]:
+        """A bridge's media (WhatsApp): ``(file, event, created)``, in one transaction.
+
+        Stored once per id: a retry with the same id changes nothing and returns the row
+        it stored (``created`` False). Not counted against the quota (the user did not
+        choose to upload it). With ``message_id`` the file is attached to that message of
+        the user (its ``attachments`` gain the id; ``event`` is its ``message.updated``);
+        with ``transcribe`` a transcription and its job are added."""
+        async with self.db.transaction() as conn:
+            row = await conn.fetchrow(
+                f"""INSERT INTO files (id, user_id, memory_id, message_id, filename,
+                        original_filename, file_type, file_size, kind, sha256, storage_path,
+                        storage_provider, metadata, thumbnail_path, thumbnail_type,
+                        is_processed)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                        TRUE)
+                    ON CONFLICT (id) DO NOTHING
+                    RETURNING {FILE_COLUMNS}""",
+                new.id, new.user_id, new.memory_id, message_id, new.filename,
+                new.original_filename, new.file_type, new.file_size, new.kind, new.sha256,
+                new.storage_path, new.storage_provider, new.metadata, new.thumbnail_path,
+                new.thumbnail_type,
+            )  # fmt: skip
+            if row is None:
+                existing = await conn.fetchrow(
+                    f"SELECT {FILE_COLUMNS} FROM files WHERE user_id = $1 AND id = $2",
+                    new.user_id,
+                    new.id,
+                )
+                if existing is None:
+                    raise Conflict("That file id belongs to another user")
+                return _record(existing), None, False
+            event = None
+            if message_id is not None:
+                msg_row = await conn.fetchrow(
+                    f"""UPDATE messages SET attachments =
+                            COALESCE(attachments, '[]'::jsonb) || jsonb_build_array($3::text),
+                            updated_at = now()
+                        WHERE user_id = $1 AND id = $2 RETURNING {MESSAGE_COLUMNS}""",
+                    new.user_id,
+                    message_id,
+                    str(new.id),
+                )
+                if msg_row is None:
+                    raise ValidationFailed(
+                        "Validation failed",
+                        details=[{"field": "messageId", "message": "no such message"}],
+                    )
+                message = await with_files(conn, new.user_id, to_model(Message, msg_row))
+                event = await append_event(conn, new.user_id, "message.updated", message)
+            if transcribe:
+                transcription_id = await conn.fetchval(
+                    """INSERT INTO transcriptions (user_id, file_id, memory_id, message_id)
+                       VALUES ($1, $2, $3, $4) RETURNING id""",
+                    new.user_id,
+                    new.id,
+                    new.memory_id,
+                    message_id,
+                )
+                await enqueue(conn, transcribe_job(transcription_id, new.user_id))
+            return _record(row), event, True
+
     async def get(self, user_id: UUID, file_id: UUID) -> FileRecord | None:
         row = await self.db.fetchrow(
             f"SELECT {FILE_COLUMNS} FROM files WHERE user_id = $1 AND id = $2", user_id, file_id

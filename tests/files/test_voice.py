@@ -177,3 +177,47 @@ async def test_the_local_recognizer_reads_whatsapp_opus_in_ogg(
     done = await _wait(me, resp.body["transcriptionId"])
     assert done["status"] == "completed", done
     assert {"three", "four"} <= set(done["text"].split()), done["text"]
+
+
+async def test_whatsapp_media_goes_through_the_same_interface(
+    server: RunningServer, api: Api, clips: Path
+) -> None:
+    """What the WhatsApp media job calls: `files.store_media`, idempotent per file id;
+    a voice note attached to its message gets transcribed into it."""
+    from memoryd.handlers import files
+    from memoryd.server.keys import SERVICES
+
+    svc = server.app[SERVICES]
+    me = await api.register()
+    memory = await _memory(me)
+    sent = await me.post(
+        f"/api/memories/{memory}/messages",
+        json={"content": "[voice message]", "messageType": "voice"},
+    )
+    message_id = uuid.UUID(sent.body["message"]["id"])
+    user_id = uuid.UUID(me.user["id"])  # type: ignore[attr-defined]
+    file_id = uuid.uuid5(uuid.NAMESPACE_URL, f"memoryd:whatsapp:{user_id}:wamid.TEST")
+    audio = speak("one two three four five", clips / "wa-media")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(audio), 1000):
+            yield audio[i : i + 1000]
+
+    for _ in range(2):  # the job retried: one file, one attachment, one transcription
+        record = await files.store_media(
+            svc, user_id, file_id, chunks(), original_filename=None,
+            memory_id=uuid.UUID(memory), message_id=message_id,
+            metadata={"source": "whatsapp", "wamid": "wamid.TEST"},
+        )  # fmt: skip
+        assert record.id == file_id and record.file_type == "audio/ogg"
+    deadline = asyncio.get_running_loop().time() + 90
+    while True:
+        got = (await me.get(f"/api/memories/{memory}/messages/{message_id}")).body["message"]
+        if got["content"] != "[voice message]":
+            break
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.2)
+    assert got["attachments"] == [str(file_id)]
+    assert got["files"][0]["metadata"]["wamid"] == "wamid.TEST"
+    assert {"three", "four"} <= set(got["content"].split())
+    assert got["metadata"]["transcription"]["engine"].startswith("pocketsphinx-")
