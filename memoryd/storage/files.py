@@ -246,11 +246,6 @@ class FileStore:
         )
         return _record(row) if row else None
 
-    async def get_any(self, file_id: UUID) -> FileRecord | None:
-        """A file by id alone, for jobs that were given it by its owner's request."""
-        row = await self.db.fetchrow(f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1", file_id)
-        return _record(row) if row else None
-
     async def delete(self, user_id: UUID, file_id: UUID) -> bool:
         """Delete an unattached file; Conflict when a message holds it (delete that)."""
         async with self.db.transaction() as conn:

