@@ -329,32 +329,66 @@ class FileStore:
                 message_id,
             )
             done = msgspec.structs.replace(done, message_id=message_id)
-            note = {
-                "id": str(done.id),
-                "status": done.status,
-                "engine": done.engine,
-                "language": done.language,
-                "duration": done.duration,
-                "confidence": done.confidence,
-                "error": done.error,
-            }
-            text = done.text if done.status == "completed" else None
-            msg_row = await conn.fetchrow(
-                f"""UPDATE messages SET content = COALESCE($3, content),
-                        metadata = COALESCE(metadata, '{{}}'::jsonb)
-                            || jsonb_build_object('transcription', $4::jsonb),
-                        updated_at = now()
-                    WHERE user_id = $1 AND id = $2 RETURNING {MESSAGE_COLUMNS}""",
-                user_id,
-                message_id,
-                text,
-                note,
-            )
-            if msg_row is None:
+            message = await _give_transcript(conn, user_id, message_id, done)
+            if message is None:
                 return done, None, None
-            message = to_model(Message, msg_row)
-            message = await with_files(conn, user_id, message)
             return done, message, await append_event(conn, user_id, "message.updated", message)
+
+
+async def _give_transcript(
+    conn: asyncpg.Connection, user_id: UUID, message_id: UUID, done: Transcription
+) -> Message | None:
+    """Put a finished transcription on the message holding its file: always in
+    ``metadata.transcription``; as the content when that is empty or a placeholder
+    ("[voice message]" from WhatsApp), never over words someone wrote."""
+    note = {
+        "id": str(done.id),
+        "status": done.status,
+        "engine": done.engine,
+        "language": done.language,
+        "duration": done.duration,
+        "confidence": done.confidence,
+        "error": done.error,
+        "text": done.text,
+    }
+    text = done.text if done.status == "completed" else None
+    row = await conn.fetchrow(
+        f"""UPDATE messages SET content = CASE
+                    WHEN $3::text IS NOT NULL AND (content = '' OR content ~ '^\\[[a-z ]+\\]$')
+                    THEN $3 ELSE content END,
+                metadata = COALESCE(metadata, '{{}}'::jsonb)
+                    || jsonb_build_object('transcription', $4::jsonb),
+                updated_at = now()
+            WHERE user_id = $1 AND id = $2 RETURNING {MESSAGE_COLUMNS}""",
+        user_id,
+        message_id,
+        text,
+        note,
+    )
+    if row is None:
+        return None
+    return await with_files(conn, user_id, to_model(Message, row))
+
+
+async def finished_transcripts(conn: asyncpg.Connection, message: Message) -> Message:
+    """A send that attaches a voice note transcribed before it: the message gets the
+    transcript now (the job found no message to give it to). Called after
+    `claim_attachments`, whose row locks order it against the job's `finish_transcription`
+    (which locks the file row too): one of the two always sees the other."""
+    rows = await conn.fetch(
+        f"""SELECT {TRANSCRIPTION_COLUMNS} FROM transcriptions
+            WHERE user_id = $1 AND file_id = ANY($2::uuid[]) AND status <> 'processing'
+            ORDER BY updated_at DESC LIMIT 1""",
+        message.user_id,
+        [f.id for f in message.files],
+    )
+    if not rows:
+        return message
+    done = msgspec.structs.replace(_transcription(rows[0]), message_id=message.id)
+    await conn.execute(
+        "UPDATE transcriptions SET message_id = $2 WHERE id = $1", done.id, message.id
+    )
+    return await _give_transcript(conn, message.user_id, message.id, done) or message
 
 
 def _transcription(row: asyncpg.Record | dict[str, Any]) -> Transcription:

@@ -15,7 +15,12 @@ from memoryd.errors import Conflict, NotFound, ValidationFailed
 from memoryd.protocol.models import Deleted, Event, Message
 from memoryd.storage.database import Database
 from memoryd.storage.events import append_event
-from memoryd.storage.files import claim_attachments, files_of, with_files
+from memoryd.storage.files import (  # [files]
+    claim_attachments,
+    files_of,
+    finished_transcripts,
+    with_files,
+)
 from memoryd.storage.jobs import NewJob, enqueue
 from memoryd.storage.rows import MESSAGE_COLUMNS, set_clause, to_model, to_models
 
@@ -105,6 +110,7 @@ class MessageStore:
                         conn, user_id, memory_id, message.id, new.attachments
                     )
                     message = msgspec.structs.replace(message, files=files)
+                    message = await finished_transcripts(conn, message)  # [files]
                 if job is not None:
                     new_jobs = job(message)
                     for new_job in [new_jobs] if isinstance(new_jobs, NewJob) else new_jobs or ():

@@ -243,3 +243,52 @@ async def test_the_optional_whisper_engine(clips: Path) -> None:
     words = set(got.text.lower().replace(".", "").split())
     assert {"send", "invoice", "accountant"} <= words, got.text
     assert got.segments and 0 < got.confidence <= 1
+
+
+async def test_a_transcript_never_replaces_words_someone_wrote(
+    server: RunningServer, api: Api, clips: Path
+) -> None:
+    """Uploaded first, attached by the sender's own send with a caption: the transcript
+    goes into metadata and the caption stays."""
+    me = await api.register()
+    memory = await _memory(me)
+    audio = speak("one two three four five", clips / "captioned")
+    voice = await _voice(me, audio, "c.ogg")
+    sent = await me.post(
+        f"/api/memories/{memory}/messages",
+        json={"content": "my count", "messageType": "voice", "attachments": [voice.body["fileId"]]},
+    )
+    assert sent.status == 201, sent.body
+    await _wait(me, voice.body["transcriptionId"])
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        m = await me.get(f"/api/memories/{memory}/messages/{sent.body['message']['id']}")
+        meta = m.body["message"]["metadata"] or {}
+        if "transcription" in meta:
+            break
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    assert m.body["message"]["content"] == "my count"
+    assert "three" in meta["transcription"]["text"].split()
+
+
+async def test_a_note_transcribed_before_it_is_sent_gets_its_transcript_in_the_send(
+    server: RunningServer, api: Api, clips: Path
+) -> None:
+    """The seed's flow: upload, then send with `attachments`. When the transcript was
+    ready first, the send itself carries it (no job is left to deliver it)."""
+    me = await api.register()
+    memory = await _memory(me)
+    voice = await _voice(me, speak("one two three four five", clips / "early"), "e.ogg")
+    done = await _wait(me, voice.body["transcriptionId"])
+    assert done["status"] == "completed" and done["messageId"] is None
+    sent = await me.post(
+        f"/api/memories/{memory}/messages",
+        json={"content": "[voice]", "messageType": "voice", "attachments": [voice.body["fileId"]]},
+    )
+    assert sent.status == 201, sent.body
+    message = sent.body["message"]
+    assert message["content"] == done["text"]
+    assert message["metadata"]["transcription"]["id"] == voice.body["transcriptionId"]
+    again = await me.get(f"/api/voice/transcription/{voice.body['transcriptionId']}")
+    assert again.body["messageId"] == message["id"]
