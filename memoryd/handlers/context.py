@@ -9,6 +9,7 @@ from uuid import UUID
 
 from memoryd.bridges.blobs import BlobStore
 from memoryd.bridges.google import GoogleOAuth
+from memoryd.bridges.speech.base import Recognizer
 from memoryd.bridges.whatsapp import WhatsAppBridge
 from memoryd.config import Settings
 from memoryd.errors import Forbidden
@@ -51,7 +52,7 @@ class Services:
     ai: AIRuntime = field(default_factory=AIRuntime)  # Memo: provider, limits, metrics
     # files: blob stores by name ("local" always, "s3" when configured); voice: recognizer
     blobs: dict[str, BlobStore] = field(default_factory=dict)
-    speech: Any = None  # a memoryd.bridges.speech.Recognizer, set by the server
+    speech: Recognizer | None = None  # the transcription engine, set by the server
 
     def publish(self, user_id: UUID, *events: Event | None) -> None:
         committed = [e for e in events if e is not None]

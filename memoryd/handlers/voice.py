@@ -14,7 +14,7 @@ from uuid import UUID
 import msgspec
 
 from memoryd.bridges.blobs import BlobMissing
-from memoryd.bridges.speech import Audio, SpeechError
+from memoryd.bridges.speech import Audio, Recognizer, SpeechError
 from memoryd.bridges.speech.audio import Undecodable, to_wav
 from memoryd.errors import NotFound, UnsupportedMediaType, ValidationFailed
 from memoryd.handlers import files
@@ -22,7 +22,7 @@ from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.jobs import RetryLater
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.models import Transcription
-from memoryd.storage.files import transcribe_job
+from memoryd.storage.files import FileRecord, transcribe_job
 from memoryd.storage.jobs import Job
 from memoryd.storage.messages import NewMessage
 
@@ -117,6 +117,12 @@ async def get_transcription(svc: Services, caller: Caller, transcription_id: UUI
     return found
 
 
+def _recognizer(svc: Services) -> Recognizer:
+    if svc.speech is None:
+        raise SpeechError("no recognizer on this node", permanent=True)
+    return svc.speech
+
+
 def job_handler(svc: Services) -> Any:
     async def run(job: Job) -> dict[str, Any]:
         return await transcribe(svc, job)
@@ -135,21 +141,29 @@ async def transcribe(svc: Services, job: Job) -> dict[str, Any]:
     last_try = job.attempts >= job.max_attempts
     try:
         result = await _recognize(svc, record, transcription)
-    except (SpeechError, Exception) as exc:
+    except Exception as exc:
         permanent = isinstance(exc, SpeechError) and exc.permanent
         if not (permanent or last_try):
             if isinstance(exc, SpeechError) and exc.retry_after:
                 raise RetryLater(str(exc), exc.retry_after) from None
             raise
-        log.warning("transcription failed", extra={"transcription": str(transcription_id)})
-        result = {"status": "failed", "error": str(exc)[:500], "engine": svc.speech.name}
+        log.warning(
+            "transcription failed for good",
+            extra={"transcription": str(transcription_id), "error": repr(exc)[:500]},
+        )
+        engine = svc.speech.name if svc.speech is not None else None
+        # A recognizer's own message is meant for the user; anything else is only logged.
+        why = str(exc)[:500] if isinstance(exc, SpeechError) else "internal error"
+        result = {"status": "failed", "error": why, "engine": engine}
     done = await svc.store.files.finish_transcription(transcription_id, result)
     if done is not None:
         svc.publish(user_id, done[2])
     return {"status": result["status"], "engine": result.get("engine")}
 
 
-async def _recognize(svc: Services, record: Any, transcription: Transcription) -> dict[str, Any]:
+async def _recognize(
+    svc: Services, record: FileRecord, transcription: Transcription
+) -> dict[str, Any]:
     store = files.blob_store(svc, record.storage_provider)
     with tempfile.TemporaryDirectory(prefix="memoryd-voice-") as tmp:
         original = Path(tmp) / "original"
@@ -166,7 +180,7 @@ async def _recognize(svc: Services, record: Any, transcription: Transcription) -
             return {
                 "status": "failed",
                 "error": f"cannot decode {record.file_type}: {exc}",
-                "engine": svc.speech.name,
+                "engine": _recognizer(svc).name,
             }
         audio = Audio(
             original=original,
@@ -175,7 +189,7 @@ async def _recognize(svc: Services, record: Any, transcription: Transcription) -
             duration=duration,
             language=transcription.language or None,
         )
-        got = await svc.speech.transcribe(audio)
+        got = await _recognizer(svc).transcribe(audio)
     return {
         "status": "completed",
         "text": got.text,

@@ -292,3 +292,19 @@ async def test_a_note_transcribed_before_it_is_sent_gets_its_transcript_in_the_s
     assert message["metadata"]["transcription"]["id"] == voice.body["transcriptionId"]
     again = await me.get(f"/api/voice/transcription/{voice.body['transcriptionId']}")
     assert again.body["messageId"] == message["id"]
+
+
+async def test_a_provider_refusal_fails_the_transcription_saying_so(
+    openai_server: RunningServer,
+    http: aiohttp.ClientSession,
+    fake_openai: FakeOpenAI,
+    clips: Path,
+) -> None:
+    me = await Api(http, openai_server.url).register()
+    fake_openai.then(Step(status=400))  # a 4xx: retrying cannot help
+    resp = await _voice(me, speak("hello there", clips / "refused"), "r.ogg")
+    assert resp.status == 201
+    done = await _wait(me, resp.body["transcriptionId"])
+    assert done["status"] == "failed"
+    assert done["error"] == "transcription failed: 400"
+    assert done["engine"] == "openai whisper-1"
