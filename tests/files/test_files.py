@@ -322,3 +322,13 @@ async def test_images_get_a_thumbnail_and_their_dimensions(server: RunningServer
     assert (await me.delete(f"/api/files/{f['id']}")).status == 204
     await _gone(root / f["id"])
     await _gone(root / f"{f['id']}.thumb.jpg")
+
+
+async def test_concurrent_uploads_cannot_overshoot_the_quota(
+    small: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    me = await _user(small, http)
+    results = await asyncio.gather(*(upload(me, b"c" * 60_000, f"{i}.txt") for i in range(5)))
+    statuses = sorted(r.status for r in results)
+    assert statuses == [201, 201, 201, 413, 413], [r.body for r in results]  # 200 KiB quota
+    assert {r.error_code for r in results if r.status == 413} == {"quota_exceeded"}
