@@ -53,6 +53,16 @@ ALLOWED: dict[str, tuple[str, str, str]] = {
 TEXT = ("text/plain; charset=utf-8", "document", ".txt")
 # Served inline (shown in the page): media a browser renders without running anything.
 INLINE_KINDS = ("image", "audio", "video")
+SERVABLE = {t for t, _, _ in ALLOWED.values()} | {TEXT[0]}
+
+
+def served_type(stored: str) -> tuple[str, bool]:
+    """``(Content-Type, may be inline)`` for a stored type. Rows written before sniffing
+    (WhatsApp media took Meta's word) may hold any type: one we would not have stored is
+    served as ``application/octet-stream``, as an attachment."""
+    if stored in SERVABLE:
+        return stored, True
+    return "application/octet-stream", False
 
 
 @dataclass(frozen=True)

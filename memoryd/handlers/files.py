@@ -27,6 +27,7 @@ from memoryd.handlers.file_rules import (
     Sniffed,
     content_disposition,
     safe_filename,
+    served_type,
     sniff,
 )
 from memoryd.handlers.rbac import Permission
@@ -335,12 +336,13 @@ def download(
             content_disposition(f"thumbnail-{record.original_filename}.jpg", inline=True),
             f'"{record.sha256 or record.id}-thumb"',
         )
-    inline = record.kind in INLINE_KINDS and not attachment
+    content_type, may_inline = served_type(record.file_type)
+    inline = may_inline and record.kind in INLINE_KINDS and not attachment
     return Download(
         store,
         record.storage_path,
         record.file_size,
-        record.file_type,
+        content_type,
         content_disposition(record.original_filename, inline=inline),
         f'"{record.sha256 or record.id}"',
     )

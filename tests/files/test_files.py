@@ -332,3 +332,20 @@ async def test_concurrent_uploads_cannot_overshoot_the_quota(
     statuses = sorted(r.status for r in results)
     assert statuses == [201, 201, 201, 413, 413], [r.body for r in results]  # 200 KiB quota
     assert {r.error_code for r in results if r.status == 413} == {"quota_exceeded"}
+
+
+async def test_a_stored_type_we_would_not_accept_is_served_as_octet_stream(
+    api: Api, db: Database
+) -> None:
+    """Rows written before sniffing (WhatsApp media took Meta's mime type) may say
+    anything; such a type is never served, not even as an attachment."""
+    me = await api.register()
+    f = (await upload(me, b"<script>alert(1)</script>", "x.txt")).body["file"]
+    await db.execute(
+        "UPDATE files SET file_type = 'text/html', kind = 'image' WHERE id = $1",
+        uuid.UUID(f["id"]),
+    )
+    status, _, headers = await _raw(me, f["url"])
+    assert status == 200
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"].startswith("attachment;")
