@@ -412,6 +412,11 @@ async def claim_attachments(
     Another user's file, an unknown id and a file already attached elsewhere all read
     the same ("not an unattached file of yours"): nothing tells one from the other."""
     wanted = list(dict.fromkeys(file_ids))
+    if len(wanted) != len(file_ids):
+        raise ValidationFailed(
+            "Validation failed",
+            details=[{"field": "attachments", "message": "a file may be attached once"}],
+        )
     rows = await conn.fetch(
         f"""UPDATE files SET message_id = $3, memory_id = $4
             WHERE user_id = $1 AND id = ANY($2::uuid[]) AND message_id IS NULL
@@ -432,8 +437,7 @@ async def claim_attachments(
                 }
                 for i, file_id in enumerate(file_ids)
                 if file_id not in claimed
-            ]
-            or [{"field": "attachments", "message": "a file may be attached once"}],
+            ],
         )
     by_id = {r["id"]: _record(r).info() for r in rows}
     return [by_id[f] for f in wanted]

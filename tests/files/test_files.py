@@ -293,6 +293,15 @@ async def test_attachments_must_be_the_senders_unattached_files(api: Api) -> Non
         f"/api/memories/{memory}/messages", json={"content": "y", "attachments": [mine["id"]]}
     )
     assert (again.status, again.error_code) == (400, "validation_failed")
+    other_mine = (await upload(me, b"twice", "2.txt")).body["file"]
+    twice = await me.post(
+        f"/api/memories/{memory}/messages",
+        json={"content": "z", "attachments": [other_mine["id"], other_mine["id"]]},
+    )
+    assert (twice.status, twice.error_code) == (400, "validation_failed")
+    assert twice.body["error"]["details"] == [
+        {"field": "attachments", "message": "a file may be attached once"}
+    ]
     assert (await other.get(f"/api/files/{theirs['id']}")).body["file"]["messageId"] is None
 
 
