@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 RATE = 16_000
+MAX_SECONDS = 3600  # longer audio is cut here: the transcript covers the first hour
 _TIMEOUT = 300.0
 
 
@@ -27,7 +29,8 @@ async def to_wav(source: Path, dest: Path) -> float:
         raise Undecodable("ffmpeg is not installed on this node")
     proc = await asyncio.create_subprocess_exec(
         ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
-        "-vn", "-ac", "1", "-ar", str(RATE), "-acodec", "pcm_s16le", "-f", "wav", str(dest),
+        "-t", str(MAX_SECONDS), "-vn", "-ac", "1", "-ar", str(RATE),
+        "-acodec", "pcm_s16le", "-f", "wav", str(dest),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -46,6 +49,8 @@ async def to_wav(source: Path, dest: Path) -> float:
     return frames / RATE
 
 
-def read_pcm(wav_path: Path) -> bytes:
+def read_pcm(wav_path: Path, seconds: float = 1.0) -> Iterator[bytes]:
+    """The samples in blocks of ``seconds``, so an hour of audio is never one buffer."""
     with wave.open(str(wav_path), "rb") as w:
-        return w.readframes(w.getnframes())
+        while block := w.readframes(int(RATE * seconds)):
+            yield block

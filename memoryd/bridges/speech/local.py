@@ -46,7 +46,8 @@ class PocketSphinxRecognizer:
             self._decoder = Decoder(samprate=RATE, loglevel="FATAL")
         decoder = self._decoder
         decoder.start_utt()
-        decoder.process_raw(read_pcm(audio.wav), full_utt=True)
+        for block in read_pcm(audio.wav):
+            decoder.process_raw(block, full_utt=False)
         decoder.end_utt()
         hyp = decoder.hyp()
         segments: list[Segment] = []
