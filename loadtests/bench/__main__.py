@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed-classes", default="RestUser,SocketUser")
     g = p.add_argument_group("files")
     g.add_argument("--file-mib", type=int, default=50, help="size of the file (50 MiB)")
+    g.add_argument(
+        "--file-backends", default="local,s3", help="blob stores: local, s3 (moto's server)"
+    )
     return p
 
 
@@ -144,7 +147,9 @@ async def main(args: argparse.Namespace) -> int:
             if "seed" in only:
                 results["seed"] = await _seed(args, md, scratch)
             if "files" in only:
-                results["files"] = await _files(args, md)
+                for backend in [b for b in args.file_backends.split(",") if b]:
+                    key = "files" if backend == "local" else f"files_{backend}"
+                    results[key] = await _files(args, md, backend)
     finally:
         report_data["finished_loadavg"] = machine()["loadavg"]
         report_data["seconds"] = time.time() - started
@@ -259,12 +264,15 @@ async def _seed(args: argparse.Namespace, md: Memoryd, scratch: Path) -> dict[st
         )  # fmt: skip
 
 
-async def _files(args: argparse.Namespace, md: Memoryd) -> dict[str, Any]:
+async def _files(args: argparse.Namespace, md: Memoryd, backend: str) -> dict[str, Any]:
     (account,) = await provision(md.pg.dsn, md.tokens, 1)
-    server = md.server("memoryd-files", MEMORYD_RATE_LIMIT_UPLOAD="off")
-    async with running(server):
-        _log(f"files: one {args.file_mib} MiB file up and down")
-        return await files.run(server, account, size_mib=args.file_mib, log=_log)
+    async with files.blob_backend(backend) as env:
+        server = md.server(f"memoryd-files-{backend}", MEMORYD_RATE_LIMIT_UPLOAD="off", **env)
+        async with running(server):
+            _log(f"files ({backend}): one {args.file_mib} MiB file up and down")
+            result = await files.run(server, account, size_mib=args.file_mib, log=_log)
+    result["backend"] = backend
+    return result
 
 
 if __name__ == "__main__":

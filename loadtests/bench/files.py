@@ -63,6 +63,40 @@ async def _body(size: int, digest: Any) -> AsyncIterator[bytes]:
         yield chunk
 
 
+@contextlib.asynccontextmanager
+async def blob_backend(name: str) -> AsyncIterator[dict[str, str]]:
+    """The server's environment for a blob store: ``local`` (its data dir), or ``s3``: a
+    bucket on moto's server mode in this process (the S3 wire protocol on a local port;
+    its speed is moto's, not S3's: the figure to read is the server's RSS)."""
+    if name == "local":
+        yield {}
+        return
+    if name != "s3":
+        raise SystemExit(f"unknown blob backend {name!r}")
+    from aiobotocore.session import get_session
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    url = f"http://{host}:{port}"
+    keys = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+    try:
+        async with get_session().create_client(
+            "s3", region_name="us-east-1", endpoint_url=url, **keys
+        ) as s3:
+            await s3.create_bucket(Bucket="memoryd-bench")
+        yield {
+            "MEMORYD_STORAGE_BACKEND": "s3",
+            "MEMORYD_S3_BUCKET": "memoryd-bench",
+            "MEMORYD_S3_ENDPOINT_URL": url,
+            "MEMORYD_S3_ACCESS_KEY_ID": "bench",
+            "MEMORYD_S3_SECRET_ACCESS_KEY": "bench",
+        }
+    finally:
+        moto.stop()
+
+
 def _mib(n: float) -> float:
     return round(n / MIB, 1)
 

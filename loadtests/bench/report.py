@@ -95,10 +95,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 run["events_per_s"] >= 50_000,
                 f"{run['events']} events in {run['seconds']:.2f} s",
             )
-    fl = results.get("files")
-    if fl is not None:
+    for fl in (results.get("files"), results.get("files_s3")):
+        if fl is None:
+            continue
         add(
-            f"files ({fl['size_mib']} MiB)",
+            f"files ({fl['size_mib']} MiB, {fl.get('backend', 'local')})",
             f"up {fl['upload_mib_per_s']} MiB/s, down {fl['download_mib_per_s']} MiB/s",
             "server RSS grows < 32 MiB (streamed, never held whole)",
             fl["rss_growth_mib"] < 32,
