@@ -19,6 +19,9 @@ from memoryd.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("kv", "json")
+STORAGE_BACKENDS = ("local", "s3")
+TRANSCRIPTION_PROVIDERS = ("auto", "local", "openai", "whisper")
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,21 @@ class Settings:
     google_client_secret: str | None = None
     google_token_url: str = "https://oauth2.googleapis.com/token"
     google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    # files and voice
+    storage_backend: str = "local"
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_presign_seconds: int = 0
+    files_max_image_bytes: int = 20 * MIB
+    files_max_audio_bytes: int = 25 * MIB
+    files_max_video_bytes: int = 100 * MIB
+    files_max_document_bytes: int = 100 * MIB
+    files_quota_bytes: int = 1024 * MIB
+    transcription_provider: str = "auto"
+    openai_transcription_model: str = "whisper-1"
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -153,7 +171,28 @@ class Settings:
             google_client_secret=e.text("GOOGLE_CLIENT_SECRET"),
             google_token_url=e.url("GOOGLE_TOKEN_URL", ("http", "https")) or cls.google_token_url,
             google_jwks_url=e.url("GOOGLE_JWKS_URL", ("http", "https")) or cls.google_jwks_url,
+            storage_backend=e.choice("MEMORYD_STORAGE_BACKEND", STORAGE_BACKENDS, "local"),
+            s3_bucket=e.text("MEMORYD_S3_BUCKET"),
+            s3_region=e.text("MEMORYD_S3_REGION") or cls.s3_region,
+            s3_endpoint_url=e.url("MEMORYD_S3_ENDPOINT_URL", ("http", "https")),
+            s3_access_key_id=e.text("MEMORYD_S3_ACCESS_KEY_ID"),
+            s3_secret_access_key=e.text("MEMORYD_S3_SECRET_ACCESS_KEY"),
+            s3_presign_seconds=e.integer("MEMORYD_S3_PRESIGN_SECONDS", 0),
+            files_max_image_bytes=e.integer("MEMORYD_FILES_MAX_IMAGE_BYTES", 20 * MIB, minimum=1),
+            files_max_audio_bytes=e.integer("MEMORYD_FILES_MAX_AUDIO_BYTES", 25 * MIB, minimum=1),
+            files_max_video_bytes=e.integer("MEMORYD_FILES_MAX_VIDEO_BYTES", 100 * MIB, minimum=1),
+            files_max_document_bytes=e.integer(
+                "MEMORYD_FILES_MAX_DOCUMENT_BYTES", 100 * MIB, minimum=1
+            ),
+            files_quota_bytes=e.integer("MEMORYD_FILES_QUOTA_BYTES", 1024 * MIB, minimum=1),
+            transcription_provider=e.choice(
+                "MEMORYD_TRANSCRIPTION_PROVIDER", TRANSCRIPTION_PROVIDERS, "auto"
+            ),
+            openai_transcription_model=e.text("OPENAI_TRANSCRIPTION_MODEL")
+            or cls.openai_transcription_model,
         )
+        if settings.storage_backend == "s3" and not settings.s3_bucket:
+            raise ConfigError("MEMORYD_STORAGE_BACKEND=s3 needs MEMORYD_S3_BUCKET")
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigError("MEMORYD_DB_POOL_MIN must not exceed MEMORYD_DB_POOL_MAX")
         return settings.replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -14,6 +14,8 @@ Benchmarks (docs/benchmarks.md explains each one):
 * ``idle``: RSS per device session at 1k and 10k sockets, and CPU per delivery at both.
 * ``resume``: events/s replayed to a device that missed ``--resume-events`` events.
 * ``seed``: the seed profile under locust (ramp to 100 then 200 users), PASS/FAIL.
+* ``files``: upload and download MiB/s of one ``--file-mib`` file through ``/api/files``,
+  and the server's RSS while it flows (it must stay flat).
 
 Everything runs on 127.0.0.1: an embedded PostgreSQL in a temporary directory (or
 ``--database-url``), each server under test as its own process pinned to core 0, this
@@ -36,7 +38,7 @@ from typing import Any
 
 import uvloop
 
-from loadtests.bench import anchor, fanout, idle, report, resume, seed
+from loadtests.bench import anchor, fanout, files, idle, report, resume, seed
 from loadtests.bench.common import (
     MAX_SOCKETS,
     MAX_USERS,
@@ -53,7 +55,7 @@ from loadtests.bench.common import (
     workdir,
 )
 
-ALL = ("anchor", "fanout", "idle", "resume", "seed")
+ALL = ("anchor", "fanout", "idle", "resume", "seed", "files")
 PEERS = ("memoryd", "ws-relay", "socketio")
 
 
@@ -87,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed-peak", type=int, default=200)
     g.add_argument("--accounts", type=int, default=200)
     g.add_argument("--seed-classes", default="RestUser,SocketUser")
+    g = p.add_argument_group("files")
+    g.add_argument("--file-mib", type=int, default=50, help="size of the file (50 MiB)")
+    g.add_argument(
+        "--file-backends", default="local,s3", help="blob stores: local, s3 (moto's server)"
+    )
     return p
 
 
@@ -98,6 +105,7 @@ def _quick(args: argparse.Namespace) -> None:
     args.sizes, args.idle_rate = "45,90", 20
     args.resume_events = 2000
     args.stage_scale, args.seed_peak, args.accounts = 0.01, 4, 4
+    args.file_mib = 4
 
 
 def _log(*parts: Any) -> None:
@@ -138,6 +146,10 @@ async def main(args: argparse.Namespace) -> int:
                 results["resume"] = await _resume(args, md)
             if "seed" in only:
                 results["seed"] = await _seed(args, md, scratch)
+            if "files" in only:
+                for backend in [b for b in args.file_backends.split(",") if b]:
+                    key = "files" if backend == "local" else f"files_{backend}"
+                    results[key] = await _files(args, md, backend)
     finally:
         report_data["finished_loadavg"] = machine()["loadavg"]
         report_data["seconds"] = time.time() - started
@@ -250,6 +262,17 @@ async def _seed(args: argparse.Namespace, md: Memoryd, scratch: Path) -> dict[st
             accounts=args.accounts, classes=[c for c in args.seed_classes.split(",") if c],
             codec=args.codec, log=_log,
         )  # fmt: skip
+
+
+async def _files(args: argparse.Namespace, md: Memoryd, backend: str) -> dict[str, Any]:
+    (account,) = await provision(md.pg.dsn, md.tokens, 1)
+    async with files.blob_backend(backend) as env:
+        server = md.server(f"memoryd-files-{backend}", MEMORYD_RATE_LIMIT_UPLOAD="off", **env)
+        async with running(server):
+            _log(f"files ({backend}): one {args.file_mib} MiB file up and down")
+            result = await files.run(server, account, size_mib=args.file_mib, log=_log)
+    result["backend"] = backend
+    return result
 
 
 if __name__ == "__main__":

@@ -95,6 +95,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 run["events_per_s"] >= 50_000,
                 f"{run['events']} events in {run['seconds']:.2f} s",
             )
+    for fl in (results.get("files"), results.get("files_s3")):
+        if fl is None:
+            continue
+        add(
+            f"files ({fl['size_mib']} MiB, {fl.get('backend', 'local')})",
+            f"up {fl['upload_mib_per_s']} MiB/s, down {fl['download_mib_per_s']} MiB/s",
+            "server RSS grows < 32 MiB (streamed, never held whole)",
+            fl["rss_growth_mib"] < 32,
+            f"RSS {fl['rss_mib']['before']} -> peak "
+            f"{max(fl['rss_mib']['upload_peak'], fl['rss_mib']['download_peak'])} MiB",
+        )
     seed = results.get("seed")
     if seed is not None:
         f = seed["figures"]

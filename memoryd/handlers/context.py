@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
+from memoryd.bridges.blobs import BlobStore
 from memoryd.bridges.google import GoogleOAuth
+from memoryd.bridges.speech.base import Recognizer
 from memoryd.bridges.whatsapp import WhatsAppBridge
 from memoryd.config import Settings
 from memoryd.errors import Forbidden
@@ -48,6 +50,9 @@ class Services:
     whatsapp: WhatsAppBridge | None = None  # set when WHATSAPP_APP_SECRET is configured
     wake_jobs: Callable[[], None] = lambda: None  # a job was enqueued: run it now
     ai: AIRuntime = field(default_factory=AIRuntime)  # Memo: provider, limits, metrics
+    # files: blob stores by name ("local" always, "s3" when configured); voice: recognizer
+    blobs: dict[str, BlobStore] = field(default_factory=dict)
+    speech: Recognizer | None = None  # the transcription engine, set by the server
 
     def publish(self, user_id: UUID, *events: Event | None) -> None:
         committed = [e for e in events if e is not None]

@@ -72,6 +72,26 @@ class Memory(Resource, kw_only=True):
     updated_at: AwareDatetime
 
 
+class FileInfo(Resource, kw_only=True):
+    """A stored file (an upload, a voice note, WhatsApp media). ``file_type`` is the
+    content type sniffed from its bytes; the bytes are at ``url`` (and a thumbnail of an
+    image at ``thumbnail_url``); an image's ``metadata`` has ``width`` and ``height``."""
+
+    id: UUID
+    memory_id: UUID | None = None
+    message_id: UUID | None = None
+    filename: str
+    original_filename: str
+    file_type: str
+    file_size: int
+    kind: str = "document"  # image, audio, video or document
+    sha256: str | None = None
+    url: str
+    thumbnail_url: str | None = None
+    metadata: Any = None
+    created_at: AwareDatetime
+
+
 class Message(Resource, kw_only=True):
     id: UUID
     memory_id: UUID
@@ -82,9 +102,37 @@ class Message(Resource, kw_only=True):
     message_type: str = "text"
     metadata: Any = None
     attachments: list[str] = []
+    files: list[FileInfo] = []  # the attachments' metadata, in `attachments` order
     is_ai_generated: bool = False
     parent_id: UUID | None = None
     status: str = "sent"
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class TranscriptSegment(Resource, kw_only=True):
+    text: str
+    start: float  # seconds from the start of the audio
+    end: float
+    confidence: float  # 0..1
+
+
+class Transcription(Resource, kw_only=True):
+    """The seed's ``TranscriptionResponse``; ``engine`` names the recognizer that made the
+    text and ``error`` says why a ``failed`` one failed (e.g. an undecodable format)."""
+
+    id: UUID
+    file_id: UUID
+    memory_id: UUID | None = None
+    message_id: UUID | None = None
+    text: str = ""
+    confidence: float = 0.0
+    language: str = ""
+    duration: float = 0.0
+    status: str = "processing"  # processing, completed or failed
+    segments: list[TranscriptSegment] = []
+    engine: str | None = None
+    error: str | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
 

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from memoryd.protocol.models import Category, Memory, Message, ReadMarker, User
+from memoryd.protocol.models import Category, FileInfo, Memory, Message, ReadMarker, User
 
 
 class UserResponse(msgspec.Struct, kw_only=True):
@@ -37,6 +37,10 @@ class MessageResponse(msgspec.Struct, kw_only=True):
 
 class ReadResponse(msgspec.Struct, kw_only=True):
     read: ReadMarker
+
+
+class FileResponse(msgspec.Struct, kw_only=True):
+    file: FileInfo
 
 
 class SentMessage(msgspec.Struct, rename="camel", kw_only=True):

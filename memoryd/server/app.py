@@ -21,6 +21,7 @@ from memoryd.handlers.ai_runtime import AIRuntime
 from memoryd.handlers.context import Services
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.keys import load_or_create_keys
+from memoryd.server import files_setup
 from memoryd.server.acks import AckWriter
 from memoryd.server.ai_hooks import ServerAIHooks
 from memoryd.server.fanout import RedisFanout
@@ -42,7 +43,7 @@ from memoryd.server.maintenance import prune_events
 from memoryd.server.metrics import Metrics
 from memoryd.server.operations import undocumented
 from memoryd.server.ratelimit import Limiter, RateLimiter, SharedRateLimiter
-from memoryd.server.routes import ai, auth, health, resources, sync, webhooks
+from memoryd.server.routes import ai, auth, files, health, resources, sync, webhooks
 from memoryd.server.routes import web as browser_client
 from memoryd.server.sockets import SocketServer
 from memoryd.storage.ai import AI_REPLY
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(webhooks.routes)
     app.add_routes(ai.routes)
     app.add_routes(browser_client.routes)  # the chat app at /, memoryd-client.js
+    app.add_routes(files.routes)  # [files] /api/files, /api/voice
     return app
 
 
@@ -126,6 +128,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         if services.whatsapp is not None:  # only nodes configured for WhatsApp run its jobs
             for kind, handler in whatsapp.job_handlers(services).items():
                 jobs.register(kind, handler)
+        await files_setup.attach(services, jobs)  # [files] blob stores, recognizer, jobs
         acks = AckWriter(services.store.devices, settings.ack_flush_interval)
         acks.start()
         app[SOCKETS] = SocketServer(settings, services, hub, app[METRICS], acks)
@@ -135,6 +138,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             await jobs.stop()
+            await files_setup.detach(services)  # [files]
             await services.ai.provider.aclose()
             pruner.cancel()
             await acks.stop()

@@ -58,6 +58,8 @@ TAGS = (
     ("Sync", "Outside services a user connects: WhatsApp."),
     ("AI", "Memo, the AI assistant (premium and admin)."),
     ("Webhooks", "Calls from outside services, authenticated by their signatures."),
+    ("Files", "Uploads, attachments and downloads."),
+    ("Voice", "Voice notes and their transcriptions."),
 )
 
 # status -> (reusable response name, description)
@@ -88,6 +90,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
         f"`{PayloadTooLarge.code}`: the body is larger than MEMORYD_MAX_BODY_BYTES.",
     ),
     415: ("UnsupportedMediaType", f"`{UnsupportedMediaType.code}`: the body is not JSON."),
+    416: (
+        "RangeNotSatisfiable",
+        "`range_not_satisfiable`: the `Range` starts past the end; `Content-Range` gives the size.",
+    ),
     429: ("TooManyRequests", f"`{RateLimited.code}`: `details` is `{{limit, retryAfter}}`."),
     501: ("NotImplemented", "`oauth_not_configured`: Google sign-in is not configured."),
     502: (
@@ -137,6 +143,7 @@ _RESOURCE_OF_SEGMENT = {
     "memories": "Memory",
     "messages": "Message",
     "files": "File",
+    "transcription": "Transcription",
 }
 
 _DESCRIPTION = """\

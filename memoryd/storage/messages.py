@@ -9,11 +9,18 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from memoryd.errors import Conflict, NotFound, ValidationFailed
 from memoryd.protocol.models import Deleted, Event, Message
 from memoryd.storage.database import Database
 from memoryd.storage.events import append_event
+from memoryd.storage.files import (  # [files]
+    claim_attachments,
+    files_of,
+    finished_transcripts,
+    with_files,
+)
 from memoryd.storage.jobs import NewJob, enqueue
 from memoryd.storage.rows import MESSAGE_COLUMNS, set_clause, to_model, to_models
 
@@ -53,7 +60,7 @@ class MessageStore:
             user_id,
             client_msg_id,
         )
-        return to_model(Message, row) if row else None
+        return await with_files(self.db, user_id, to_model(Message, row)) if row else None
 
     async def create(
         self,
@@ -98,12 +105,12 @@ class MessageStore:
                     new.is_ai_generated, new.parent_id, new.status,
                 )  # fmt: skip
                 message = to_model(Message, row)
-                if new.attachments:
-                    await conn.execute(
-                        """UPDATE files SET message_id = $3, memory_id = $4
-                           WHERE user_id = $1 AND id = ANY($2::uuid[])""",
-                        user_id, list(new.attachments), message.id, memory_id,
-                    )  # fmt: skip
+                if new.attachments:  # [files] the sender's unattached files, else 400
+                    files = await claim_attachments(
+                        conn, user_id, memory_id, message.id, new.attachments
+                    )
+                    message = msgspec.structs.replace(message, files=files)
+                    message = await finished_transcripts(conn, message)  # [files]
                 if job is not None:
                     new_jobs = job(message)
                     for new_job in [new_jobs] if isinstance(new_jobs, NewJob) else new_jobs or ():
@@ -147,7 +154,7 @@ class MessageStore:
             user_id,
             message_id,
         )
-        return to_model(Message, row) if row else None
+        return await with_files(self.db, user_id, to_model(Message, row)) if row else None
 
     async def page(
         self, user_id: UUID, memory_id: UUID, window: MessageWindow
@@ -175,7 +182,7 @@ class MessageStore:
             window.limit,
             (window.page - 1) * window.limit,
         )
-        return to_models(Message, rows), int(total)
+        return await files_of(self.db, user_id, to_models(Message, rows)), int(total)
 
     async def history(
         self, user_id: UUID, memory_id: UUID, before_seq: int | None, limit: int
@@ -195,7 +202,7 @@ class MessageStore:
             before_seq if before_seq is not None else 2**62,
             limit,
         )
-        return to_models(Message, rows)[::-1]
+        return (await files_of(self.db, user_id, to_models(Message, rows)))[::-1]
 
     async def update(
         self, user_id: UUID, message_id: UUID, changes: dict[str, Any]
@@ -211,7 +218,7 @@ class MessageStore:
             )
             if row is None:
                 return None
-            message = to_model(Message, row)
+            message = await with_files(conn, user_id, to_model(Message, row))  # [files]
             return message, await append_event(conn, user_id, "message.updated", message)
 
     async def delete(self, user_id: UUID, message_id: UUID) -> Event | None:

@@ -7,6 +7,7 @@ from memoryd.storage.categories import CategoryStore
 from memoryd.storage.database import Database
 from memoryd.storage.devices import DeviceStore
 from memoryd.storage.events import EventStore
+from memoryd.storage.files import FileStore
 from memoryd.storage.jobs import JobStore
 from memoryd.storage.memories import MemoryStore
 from memoryd.storage.messages import MessageStore
@@ -27,3 +28,4 @@ class Storage:
         self.jobs = JobStore(db)
         self.ai = AIStore(db)
         self.whatsapp = WhatsAppStore(db)
+        self.files = FileStore(db)

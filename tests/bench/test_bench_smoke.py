@@ -107,3 +107,13 @@ async def test_the_seed_profile_runs_under_locust_and_passes(
     assert {"POST /api/memories [create]", "WS hello", "WS memory.create"} <= names, names
     assert any(n.startswith("WS deliver") for n in names), names
     assert "seed profile: PASS" in report["_stdout"]
+
+
+async def test_a_file_goes_up_and_down_whole(scratch_dir: Path, admin_dsn: str) -> None:
+    report = await bench(scratch_dir, admin_dsn, "--only", "files")
+    for key, backend in (("files", "local"), ("files_s3", "s3")):
+        files = report["results"][key]
+        assert files["size_mib"] == 4 and files["backend"] == backend
+        assert files["upload_mib_per_s"] > 0 and files["download_mib_per_s"] > 0
+        assert files["samples"] > 2
+        assert f"files (4 MiB, {backend})" in report["_markdown"]

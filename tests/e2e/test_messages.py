@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from memoryd.storage.database import Database
 from tests.conftest import RunningServer
+from tests.files.conftest import upload
 from tests.helpers import Api, promote
 
 pytestmark = pytest.mark.storage
@@ -122,7 +123,8 @@ async def test_message_types(someone: Api) -> None:
 
 async def test_attachments(someone: Api) -> None:
     memory_id = await _memory(someone)
-    five = [str(uuid.uuid4()) for _ in range(5)]
+    # attachments are the sender's own unattached files (tests/files covers the rules)
+    five = [(await upload(someone, f"file {i}".encode())).body["file"]["id"] for i in range(5)]
     assert (await _send(someone, memory_id, attachments=five))["attachments"] == five
     path = f"/api/memories/{memory_id}/messages"
     six = await someone.post(path, json={"content": "x", "attachments": [*five, five[0]]})

@@ -9,6 +9,13 @@ It speaks the wire format of OpenAI's API reference:
   ``usage``; every earlier chunk then has ``"usage": null``), ended by ``data: [DONE]``.
   ``logprobs: true`` adds token log-probabilities to a JSON answer.
 - ``POST /v1/embeddings``: a ``list`` of ``embedding`` objects with ``usage``.
+- ``POST /v1/audio/transcriptions``: a ``multipart/form-data`` request (``file`` with a
+  filename, ``model``, ``response_format``, optional ``language``, ``prompt``,
+  ``temperature``, ``timestamp_granularities[]``). ``verbose_json`` answers
+  ``{task, language, duration, text, segments: [{id, seek, start, end, text, tokens,
+  temperature, avg_logprob, compression_ratio, no_speech_prob}], usage}`` (``language``
+  is a name such as ``english``); ``json`` answers ``{text, usage}``. The transcript is
+  ``transcript``; files over 25 MiB get OpenAI's 413.
 - Errors as OpenAI sends them: ``{"error": {"message", "type", "param", "code"}}``.
 
 A test queues behaviours (`Step`) that the next requests consume in order: a 429 with
@@ -28,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from tests.fakes import base_url, serve_on_loopback
 
@@ -57,6 +64,8 @@ class Seen:
 class FakeOpenAI:
     def __init__(self, answer: str = "Memo here: the bakery was in Belém.") -> None:
         self.answer = answer
+        self.transcript = "Remember to buy milk and bread tomorrow morning."
+        self.uploads: list[dict[str, Any]] = []  # transcription requests: fields, file size
         self.model = "fake-gpt"
         self.steps: deque[Step] = deque()
         self.requests: list[Seen] = []
@@ -75,6 +84,7 @@ class FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
         self._runner = await serve_on_loopback(app, handler_cancellation=True)
         self.url = base_url(self._runner)
         return self
@@ -174,6 +184,49 @@ class FakeOpenAI:
         await response.write_eof()
         return response
 
+    async def _transcriptions(self, request: web.Request) -> web.Response:
+        if not request.content_type.startswith("multipart/form-data"):
+            return _invalid("Expected multipart/form-data", None)
+        fields: dict[str, Any] = {}
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            assert isinstance(part, BodyPartReader)
+            data = await part.read()
+            if part.name == "file":
+                fields["file"] = {"filename": part.filename, "size": len(data),
+                                  "head": bytes(data[:4])}  # fmt: skip
+            else:
+                fields.setdefault(part.name or "", data.decode())
+        self.uploads.append(fields)
+        self.requests.append(Seen(request.path, fields, dict(request.headers), time.monotonic()))
+        step = self._next()
+        if step.status != 200:
+            return self._error(step)
+        if "file" not in fields or not fields["file"]["filename"]:
+            return _invalid("Missing file or filename", "file")
+        if "model" not in fields:
+            return _invalid("you must provide a model parameter", "model")
+        if fields["file"]["size"] > 25 * 1024 * 1024:
+            return web.json_response({"error": {"message": "Maximum content size limit "
+                "(26214400) exceeded", "type": "server_error", "param": None,
+                "code": None}}, status=413)  # fmt: skip
+        text = step.text if step.text is not None else self.transcript
+        usage = {"type": "duration", "seconds": 3}
+        if fields.get("response_format") != "verbose_json":
+            return web.json_response({"text": text, "usage": usage})
+        words = text.split()
+        halves = [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])]
+        segments = [
+            {"id": i, "seek": 0, "start": 1.5 * i, "end": 1.5 * (i + 1), "text": f" {half}",
+             "tokens": [50364 + i], "temperature": 0.0, "avg_logprob": -0.105 * (i + 1),
+             "compression_ratio": 1.1, "no_speech_prob": 0.01}
+            for i, half in enumerate(halves)
+        ]  # fmt: skip
+        language = {"en": "english", "de": "german"}.get(fields.get("language", "en"), "english")
+        return web.json_response({"task": "transcribe", "language": language,
+                                  "duration": 3.0, "text": text, "segments": segments,
+                                  "usage": usage})  # fmt: skip
+
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         step = self._next()
@@ -189,6 +242,11 @@ class FakeOpenAI:
             "object": "list", "data": data, "model": "fake-embedding",
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })  # fmt: skip
+
+
+def _invalid(message: str, param: str | None) -> web.Response:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+    return web.json_response({"error": error}, status=400)
 
 
 def _embed(text: str, dims: int = 64) -> list[float]:
