@@ -30,7 +30,7 @@ from memoryd.protocol.delivery import DeliveryCursor
 from memoryd.protocol.errors import CloseCode
 from memoryd.protocol.frames import EventFrame, ServerFrame
 from memoryd.server.hub import OutboundEvent
-from memoryd.server.ratelimit import TokenBucket
+from memoryd.server.ratelimit import RequestRate
 
 if TYPE_CHECKING:
     from memoryd.server.sockets import SocketServer
@@ -107,8 +107,7 @@ class Connection:
         self.acked_seq = 0
         settings = server.settings
         self.max_queue = settings.ws_max_queue
-        self.bucket = TokenBucket(settings.ws_requests_per_second, settings.ws_request_burst)
-        self.violations: deque[float] | None = None  # refused requests, made on the first
+        self.bucket = RequestRate(settings.ws_requests_per_second, settings.ws_request_burst)
         self._queue: deque[tuple[bytes, Kind, str, float]] = _NO_QUEUE
         self._wakeup = Flag()
         self._space = Flag()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections import deque
 from typing import Any
 from uuid import UUID
 
@@ -31,7 +31,6 @@ log = logging.getLogger("memoryd.ws")
 # Frames up to this many times the announced limit get an error frame; beyond it the
 # WebSocket layer itself closes with 1009 (we never buffer unbounded input).
 _HARD_FRAME_FACTOR = 4
-_ABUSE_WINDOW = 10.0
 
 
 class SocketServer:
@@ -231,14 +230,15 @@ class SocketServer:
             return  # the socket closes with 1012 next; the client resends after reconnecting
         wait = conn.bucket.take()
         if wait:
-            self._count_violation(conn)
+            if conn.bucket.refused(wait):
+                conn.close_soon(CloseCode.POLICY, "request rate abuse")
             if request_id is not None:
                 conn.send(
                     f.Error(
                         id=request_id,
                         code=ErrorCode.RATE_LIMITED,
                         message="too many requests on this socket",
-                        retry_after=round(wait, 3),
+                        retry_after=math.ceil(wait * 1000) / 1000,  # never before a token is back
                     ),
                     "error",
                 )
@@ -269,17 +269,6 @@ class SocketServer:
             conn.idle.set()
         if request_id is not None:
             conn.send(f.Reply(id=request_id, data=data), "reply")
-
-    def _count_violation(self, conn: Connection) -> None:
-        now = time.monotonic()
-        violations = conn.violations
-        if violations is None:
-            violations = conn.violations = deque()
-        violations.append(now)
-        while violations and now - violations[0] > _ABUSE_WINDOW:
-            violations.popleft()
-        if len(violations) > self.settings.ws_request_burst:
-            conn.close_soon(CloseCode.POLICY, "request rate abuse")
 
     # -- shutdown -----------------------------------------------------------------------
 
