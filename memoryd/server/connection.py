@@ -8,6 +8,10 @@ drains; a socket whose queue stays at least half full for ``ws_stall_timeout`` i
 with 4009 (the device resumes from its last ack). Ephemeral signals are dropped first,
 once the queue is half full. A frame for a socket with nothing queued and room in its
 transport is written at once, without a hop through the writer.
+
+A session knows nothing of the socket server or the hub: it gets a `SessionEnv`
+(settings, the event log reader, metrics, the ack sink, a spawner) and is itself the
+hub's `Socket`, so it is tested with fakes (tests/server/test_connection.py).
 """
 
 from __future__ import annotations
@@ -17,23 +21,23 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
-from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from aiohttp import WSMsgType, web
 
+from memoryd.config import Settings
 from memoryd.handlers.context import Caller
 from memoryd.protocol.codec import Codec
 from memoryd.protocol.delivery import DeliveryCursor
 from memoryd.protocol.errors import CloseCode
-from memoryd.protocol.frames import EventFrame, ServerFrame
-from memoryd.server.hub import OutboundEvent
+from memoryd.protocol.frames import ServerFrame
+from memoryd.protocol.models import Event
+from memoryd.server.metrics import Metrics
+from memoryd.server.outbound import OutboundEvent, event_frame
 from memoryd.server.ratelimit import RequestRate
-
-if TYPE_CHECKING:
-    from memoryd.server.sockets import SocketServer
 
 log = logging.getLogger("memoryd.ws")
 
@@ -41,10 +45,30 @@ REPLAY_BATCH = 500
 _CLOSE_DEADLINE = 3.0
 
 
-class Kind(IntEnum):
-    CONTROL = 0  # welcome, reply, error
-    EVENT = 1
-    SIGNAL = 2
+class EventReader(Protocol):
+    """The event log, as a socket reads it (`memoryd.storage.events.EventStore`)."""
+
+    async def get_after(self, user_id: UUID, after_seq: int, limit: int) -> Sequence[Event]: ...
+
+
+class AckSink(Protocol):
+    """Where device acks go (`memoryd.server.acks.AckWriter`)."""
+
+    def record(self, user_id: UUID, device_id: UUID, seq: int) -> None: ...
+
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnv:
+    """What a device session needs of its node, and nothing more (one per node)."""
+
+    settings: Settings
+    events: EventReader
+    metrics: Metrics
+    acks: AckSink
+    spawn: Spawn  # fire and forget, but kept referenced until done
 
 
 class Flag:
@@ -89,26 +113,30 @@ class Flag:
 # The queue of every socket that never had to wait for its transport (most of them, with
 # `_write_now`): shared and always empty, as an empty deque of its own costs 760 bytes.
 # Only `_push` appends, and it gives the socket a deque of its own first.
-_NO_QUEUE: deque[tuple[bytes, Kind, str, float]] = deque()
+_NO_QUEUE: deque[tuple[bytes, str, float]] = deque()  # (frame, label, published_at)
 
 
 class Connection:
     def __init__(
-        self, server: SocketServer, ws: web.WebSocketResponse, request: web.Request, codec: Codec
+        self,
+        env: SessionEnv,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        codec: Codec,
     ) -> None:
-        self.server = server
+        self.env = env
         self.ws = ws
-        self.request = request
+        self.transport = transport
         self.codec = codec
         self.session_id = uuid4()
         self.caller: Caller | None = None
         self.cursor: DeliveryCursor[OutboundEvent] | None = None
         self.closing = False
         self.acked_seq = 0
-        settings = server.settings
+        settings = env.settings
         self.max_queue = settings.ws_max_queue
         self.bucket = RequestRate(settings.ws_requests_per_second, settings.ws_request_burst)
-        self._queue: deque[tuple[bytes, Kind, str, float]] = _NO_QUEUE
+        self._queue: deque[tuple[bytes, str, float]] = _NO_QUEUE
         self._wakeup = Flag()
         self._space = Flag()
         self._opcode = WSMsgType.BINARY if codec.binary else WSMsgType.TEXT
@@ -134,7 +162,7 @@ class Connection:
 
     def send(self, frame: ServerFrame, label: str) -> None:
         """Queue a control frame (welcome, reply, error)."""
-        self._push(self.codec.encode(frame), Kind.CONTROL, label, 0.0)
+        self._push(self.codec.encode(frame), label, 0.0, control=True)
 
     def push_signal(self, data: bytes, name: str) -> None:
         if self.cursor is None:
@@ -142,16 +170,16 @@ class Connection:
             # falls between the log read and going live); a signal must not come first.
             return
         if len(self._queue) >= self.max_queue // 2:
-            self.server.metrics.ws_queue_drops.inc()
+            self.env.metrics.ws_queue_drops.inc()
             return
-        self._push(data, Kind.SIGNAL, "signal", 0.0)
+        self._push(data, "signal", 0.0)
 
-    def _push(self, data: bytes, kind: Kind, label: str, published_at: float) -> None:
+    def _push(self, data: bytes, label: str, published_at: float, *, control: bool = False) -> None:
         if self.closing:
             return
         # Control frames answer requests, which the request rate bounds; a client that
         # sends requests without reading the answers is the slow one.
-        if kind is Kind.CONTROL and len(self._queue) >= 2 * self.max_queue:
+        if control and len(self._queue) >= 2 * self.max_queue:
             self._slow_consumer()
             return
         if not self._queue and not self._wakeup.is_set() and self._write_now(data):
@@ -160,7 +188,7 @@ class Connection:
         if self._writer is None:  # the first frame that has to wait: a queue and a writer
             self._queue = deque()
             self._writer = asyncio.create_task(self._write_loop(), name="memoryd-ws-writer")
-        self._queue.append((data, kind, label, published_at))
+        self._queue.append((data, label, published_at))
         self._wakeup.set()
 
     def _write_now(self, data: bytes) -> bool:
@@ -170,7 +198,7 @@ class Connection:
         An uncompressed ``send_frame`` finishes without suspending unless the transport
         asked to pause, so it is stepped here synchronously. False: use the queue.
         """
-        transport = self.request.transport
+        transport = self.transport
         if transport is None or transport.is_closing() or transport.get_write_buffer_size():
             return False
         step = self.ws.send_frame(data, self._opcode)
@@ -187,7 +215,7 @@ class Connection:
         return True
 
     def _sent(self, label: str, published_at: float) -> None:
-        metrics = self.server.metrics
+        metrics = self.env.metrics
         metrics.frames_out(label).inc()
         if published_at:
             metrics.ws_fanout_latency.observe(time.perf_counter() - published_at)
@@ -195,7 +223,7 @@ class Connection:
     def _slow_consumer(self) -> None:
         if self.closing or self._close_requested:
             return  # counted and logged once per socket
-        self.server.metrics.ws_slow_consumer_closes.inc()
+        self.env.metrics.ws_slow_consumer_closes.inc()
         log.warning("slow consumer", extra={"device": str(self.device_id)})
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
 
@@ -208,7 +236,7 @@ class Connection:
         while len(self._queue) >= self.max_queue // 2 and not self.closing:
             self._space.clear()
             try:
-                await asyncio.wait_for(self._space.wait(), self.server.settings.ws_stall_timeout)
+                await asyncio.wait_for(self._space.wait(), self.env.settings.ws_stall_timeout)
             except TimeoutError:
                 self._slow_consumer()
                 return
@@ -222,7 +250,7 @@ class Connection:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                 self._drained.clear()
-                data, _kind, label, published_at = self._queue.popleft()
+                data, label, published_at = self._queue.popleft()
                 if len(self._queue) < half:
                     self._space.set()
                 await self.ws.send_frame(data, self._opcode)
@@ -247,13 +275,16 @@ class Connection:
             return
         offer = self.cursor.offer_live(outbound.seq, outbound)
         for item in offer.send:
-            self._push(item.encoded(self.codec), Kind.EVENT, "event", item.published_at)
+            self._push(item.encoded(self.codec), "event", item.published_at)
         if offer.start_catch_up:
             self._start_catch_up()
 
-    def kick(self) -> None:
-        """The log may hold events this socket has not seen: read it."""
-        if self.cursor is not None and not self.closing and self.cursor.request_catch_up():
+    def kick(self, head: int | None = None) -> None:
+        """The log may hold events this socket has not seen (up to ``head``): read it."""
+        cursor = self.cursor
+        if cursor is None or self.closing or (head is not None and cursor.last_seq >= head):
+            return
+        if cursor.request_catch_up():
             self._start_catch_up()
 
     def _start_catch_up(self) -> None:
@@ -268,7 +299,7 @@ class Connection:
 
     async def _catch_up(self) -> None:
         assert self.cursor is not None and self.caller is not None
-        cursor, events = self.cursor, self.server.services.store.events
+        cursor, events, metrics = self.cursor, self.env.events, self.env.metrics
         try:
             while not self.closing:
                 rows = await events.get_after(
@@ -277,16 +308,15 @@ class Connection:
                 for event in rows:
                     await self._wait_for_room()
                     if cursor.accept_replayed(event.seq):
-                        frame = EventFrame(seq=event.seq, event=event.type, data=event.data)
-                        self._push(self.codec.encode(frame), Kind.EVENT, "event", 0.0)
-                        self.server.metrics.ws_replayed_events.inc()
+                        self._push(self.codec.encode(event_frame(event)), "event", 0.0)
+                        metrics.ws_replayed_events.inc()
                 if len(rows) == REPLAY_BATCH:
                     continue
                 await self._wait_for_room()
                 # Synchronously from here: a live event must not slip in between.
                 ready, caught_up = cursor.finish_read(room=self._room())
                 for item in ready:
-                    self._push(item.encoded(self.codec), Kind.EVENT, "event", item.published_at)
+                    self._push(item.encoded(self.codec), "event", item.published_at)
                 if caught_up:
                     return
                 if not rows and ready == []:  # the missing seq's publish is on its way
@@ -303,7 +333,7 @@ class Connection:
         seq = min(seq, sent)  # never acknowledge what was not sent
         if seq > self.acked_seq:
             self.acked_seq = seq
-            self.server.acks.record(self.caller.user_id, self.caller.device_id, seq)
+            self.env.acks.record(self.caller.user_id, self.caller.device_id, seq)
 
     # -- auth expiry --------------------------------------------------------------------
 
@@ -319,16 +349,10 @@ class Connection:
 
     # -- closing ------------------------------------------------------------------------
 
-    def run_background(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Fire and forget, but keep a reference so the task is not collected mid-flight."""
-        task = asyncio.create_task(coro)
-        self.server.background.add(task)
-        task.add_done_callback(self.server.background.discard)
-
     def close_soon(self, code: int, reason: str) -> None:
         if not self.closing and not self._close_requested:
             self._close_requested = True
-            self.run_background(self.close(code, reason))
+            self.env.spawn(self.close(code, reason))
 
     async def close(self, code: int, reason: str) -> None:
         if self.closing:
@@ -343,7 +367,7 @@ class Connection:
                 self.ws.close(code=code, message=reason.encode()), _CLOSE_DEADLINE
             )
         except (TimeoutError, ConnectionError, RuntimeError):
-            transport = self.request.transport
+            transport = self.transport
             if transport is not None:
                 transport.abort()  # a peer that reads nothing cannot take a close frame
 

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import math
 import time
+import weakref
+from collections.abc import Coroutine
 from typing import Any
 from uuid import UUID
 
@@ -21,10 +23,11 @@ from memoryd.protocol.codec import SUBPROTOCOLS, codec_for
 from memoryd.protocol.delivery import DeliveryCursor
 from memoryd.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from memoryd.server.acks import AckWriter
-from memoryd.server.connection import Connection
+from memoryd.server.connection import Connection, SessionEnv
 from memoryd.server.dispatch import dispatch
-from memoryd.server.hub import Hub, OutboundEvent
+from memoryd.server.hub import Hub
 from memoryd.server.metrics import Metrics
+from memoryd.server.outbound import OutboundEvent
 
 log = logging.getLogger("memoryd.ws")
 
@@ -52,6 +55,14 @@ class SocketServer:
         )
         self.accepting = True
         self.background: set[asyncio.Task[None]] = set()
+        self.env = SessionEnv(settings, services.store.events, metrics, acks, self.spawn)
+        self._open: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Fire and forget, but keep a reference so the task is not collected mid-flight."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         settings = self.settings
@@ -65,7 +76,8 @@ class SocketServer:
         if not self.accepting:
             raise web.HTTPServiceUnavailable(reason="server shutting down")
         await ws.prepare(request)
-        conn = Connection(self, ws, request, codec_for(ws.ws_protocol))
+        conn = Connection(self.env, ws, request.transport, codec_for(ws.ws_protocol))
+        self._open.add(conn)
         self.metrics.websocket_connections_active.inc()
         try:
             if await self._handshake(conn):
@@ -123,10 +135,8 @@ class SocketServer:
         previous = self.hub.add(conn)  # before the log is read: no event can fall between
         if previous is not None:
             await previous.close(CloseCode.SUPERSEDED, "superseded by a newer connection")
-        remote = self.hub.remote
-        if remote is not None:
-            remote.claim_device(claims.user_id, device.id)
-            await remote.watch(claims.user_id)  # listening before the log is read, too
+        self.hub.peers.claim_device(claims.user_id, device.id)
+        await self.hub.peers.watch(claims.user_id)  # listening before the log is read, too
         conn.send(
             f.Welcome(
                 user_id=claims.user_id,
@@ -179,23 +189,14 @@ class SocketServer:
 
         A device reconnecting does not count against itself: it supersedes its old socket.
         """
-        local = [d for d in self.hub.local_devices(user_id) if d != device_id]
-        remote = self.hub.remote
-        if remote is None:
-            return len(local)
-        online = await remote.online_devices(user_id)
-        if online is None:
-            return len(local)
-        return len({*map(str, local), *online} - {str(device_id)})
+        return len(await self.hub.online_devices(user_id) - {str(device_id)})
 
     def _announce_presence(self, conn: Connection, *, online: bool) -> None:
         assert conn.caller is not None and conn.caller.device_id is not None
         user_id, device_id = conn.caller.user_id, conn.caller.device_id
-        self.hub.signal(
-            user_id, "presence", {"deviceId": device_id, "online": online}, exclude=conn
-        )
-        if self.hub.remote is not None:
-            conn.run_background(self.hub.remote.set_presence(user_id, device_id, online))
+        data = {"deviceId": device_id, "online": online}
+        self.hub.signal(user_id, "presence", data, exclude_device=device_id)
+        self.spawn(self.hub.peers.set_presence(user_id, device_id, online))
 
     # -- read loop ----------------------------------------------------------------------
 
@@ -245,7 +246,7 @@ class SocketServer:
             return
         conn.idle.clear()
         try:
-            data = await dispatch(conn, frame)
+            data = await dispatch(self.services, self.hub, conn, frame)
         except ClientError as exc:
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
             conn.send(
@@ -275,7 +276,7 @@ class SocketServer:
     async def shutdown(self, deadline: float) -> None:
         """Stop accepting, let queued frames out, close every socket with 1012, save acks."""
         self.accepting = False
-        conns = self.hub.connections()
+        conns = [c for c in self._open if c.caller is not None]
         if conns:
             await asyncio.gather(
                 *(
@@ -285,9 +286,6 @@ class SocketServer:
                 return_exceptions=True,
             )
         await self.acks.flush()
-
-    def device_count(self, user_id: UUID) -> int:
-        return self.hub.count_for(user_id)
 
 
 def _resume_point(
