@@ -212,3 +212,35 @@ async def test_acks_are_recorded_never_beyond_what_was_sent() -> None:
     conn.on_ack(99)
     assert node.acks.recorded == [2, 3]
     await conn.cleanup()
+
+
+async def test_the_outbox_writes_at_once_and_queues_only_when_the_transport_is_busy() -> None:
+    from memoryd.server.outbox import Outbox
+
+    ws, transport, failures = FakeWebSocket(), FakeTransport(), []
+    box = Outbox(
+        ws,  # type: ignore[arg-type]
+        transport,  # type: ignore[arg-type]
+        binary=False,
+        max_queue=16,
+        metrics=Metrics(),
+        on_fail=lambda code, reason: failures.append(code),
+    )
+    box.push(b'"a"', "event", 0.0)
+    assert ws.sent == [b'"a"'] and box._writer is None  # no task for an idle socket
+    transport.buffered = 1
+    for n in range(8):
+        box.push(b"%d" % n, "event", 0.0)
+    assert len(box) == 8 and box.filling() and box.room() == 8
+    transport.buffered = 0
+    await box.flush(5.0)
+    assert ws.sent == [b'"a"', *(b"%d" % n for n in range(8))] and len(box) == 0
+    assert await box.wait_for_room(0.01)
+
+    async def broken(data: bytes, opcode: Any) -> None:
+        raise ConnectionResetError
+
+    ws.send_frame = broken  # type: ignore[method-assign]
+    box.push(b"lost", "event", 0.0)
+    assert failures == [1001]
+    await box.stop()
