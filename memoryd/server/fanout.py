@@ -1,5 +1,9 @@
 """Cross-node fan-out over Redis pub/sub: one channel per user, the log stays the truth.
 
+`RedisFanout` is the hub's `Peers` when ``REDIS_URL`` is set (`memoryd.server.hub`). A
+pub/sub message is one member of a tagged msgpack union, `Envelope`: events, a signal,
+or a device claim.
+
 A node subscribes to ``memoryd:user:{id}`` while it holds a socket of that user, so it
 receives only its own users' traffic and decodes each message once (not once per socket,
 and never for users it does not serve). A committed event is delivered to local sockets

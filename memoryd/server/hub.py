@@ -8,9 +8,9 @@ every socket of that user, the sending device included, then handed to the `Peer
 A slow socket is never waited for: past its bounded queue it reads the rest from the
 event log, at its own pace.
 
-Chain of the server core, one way: ``sockets`` -> ``dispatch`` -> ``connection`` and
-``hub`` -> ``outbound``; ``fanout`` (`RedisFanout`, the Redis `Peers`) -> ``hub``;
-``app`` wires them.
+Chain of the server core, one way: ``sockets`` -> ``dispatch`` -> ``connection`` (->
+``outbox``) and ``hub`` -> ``outbound``; ``fanout`` (`RedisFanout`, the Redis `Peers`)
+-> ``hub``; ``app`` wires them (tests/server/test_import_graph.py keeps it acyclic).
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ app made, read back from its keys.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from aiohttp import web
 
 from memoryd.config import Settings
@@ -24,7 +25,7 @@ from memoryd.server.keys import DATABASE, HTTP_SESSION
 
 pytestmark = pytest.mark.storage
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 def _our_tasks(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
@@ -43,18 +44,19 @@ def _code_file(task: asyncio.Task[Any]) -> str:
 
 
 @pytest.fixture
-def redis_settings(base_settings: Settings, redis_available: None) -> Iterator[Settings]:
-    yield base_settings.replace(redis_url=REDIS_URL)
-
-
-@pytest.fixture
-def redis_available() -> None:
-    import socket
-
+def redis_settings(base_settings: Settings) -> Settings:
+    """The machine's Redis, as tests/multinode uses it (a failure under CI=true if absent)."""
+    url = os.environ.get("TEST_REDIS_URL") or REDIS_URL
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError:
-        pytest.skip("needs Redis at 127.0.0.1:6379")
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no Redis at {url}: {exc} (CI=true: must not be skipped)")
+        pytest.skip(f"no Redis at {url}: {exc}")
+    finally:
+        client.close()
+    return base_settings.replace(redis_url=url)
 
 
 async def test_a_bad_key_file_leaves_nothing_open(base_settings: Settings, tmp_path: Path) -> None:
