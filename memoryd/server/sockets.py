@@ -7,7 +7,6 @@ import contextlib
 import logging
 import math
 import time
-import weakref
 from collections.abc import Coroutine
 from typing import Any
 from uuid import UUID
@@ -56,7 +55,7 @@ class SocketServer:
         self.accepting = True
         self.background: set[asyncio.Task[None]] = set()
         self.env = SessionEnv(settings, services.store.events, metrics, acks, self.spawn)
-        self._open: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._open: set[Connection] = set()  # every session, for the shutdown
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Fire and forget, but keep a reference so the task is not collected mid-flight."""
@@ -83,6 +82,7 @@ class SocketServer:
             if await self._handshake(conn):
                 await self._read_loop(conn)
         finally:
+            self._open.discard(conn)
             self.metrics.websocket_connections_active.dec()
             self.hub.remove(conn)
             await conn.cleanup()
