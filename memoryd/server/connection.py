@@ -2,12 +2,12 @@
 
 Live events come from the hub (``deliver_live``), replayed ones from the event log
 (``_catch_up``); a `DeliveryCursor` keeps them gap-free, in order and without duplicates.
-Frames go out through the socket's `Outbox` (`memoryd.server.outbox`: direct write, or
-bounded queue and writer). Nothing here awaits a slow peer on the fan-out path: a live
-event that finds the queue full stays in the event log and is replayed as the socket
-drains; a socket whose queue stays at least half full for ``ws_stall_timeout`` is closed
-with 4009 (the device resumes from its last ack). Ephemeral signals are dropped first,
-once the queue is half full.
+Frames go out through its base class `Outbox` (`memoryd.server.outbox`: direct write, or
+bounded queue and writer), which only moves bytes. Nothing here awaits a slow peer on the
+fan-out path: a live event that finds the queue full stays in the event log and is
+replayed as the socket drains; a socket whose queue stays at least half full for
+``ws_stall_timeout`` is closed with 4009 (the device resumes from its last ack).
+Ephemeral signals are dropped first, once the queue is half full.
 
 A session knows nothing of the socket server or the hub: it gets a `SessionEnv`
 (settings, the event log reader, metrics, the ack sink, a spawner) and is itself the
@@ -71,9 +71,9 @@ class SessionEnv:
     spawn: Spawn  # fire and forget, but kept referenced until done
 
 
-class Connection:
+class Connection(Outbox):
     """The session half of a device socket: caller, cursor, catch-up, acks, token expiry,
-    closing. Its frames go out through its `Outbox`."""
+    closing. What goes out, is dropped or refused is decided here; `Outbox` writes it."""
 
     def __init__(
         self,
@@ -82,25 +82,21 @@ class Connection:
         transport: asyncio.Transport | None,
         codec: Codec,
     ) -> None:
+        super().__init__(
+            ws,
+            transport,
+            binary=codec.binary,
+            max_queue=env.settings.ws_max_queue,
+            metrics=env.metrics,
+        )
         self.env = env
-        self.ws = ws
-        self.transport = transport
         self.codec = codec
         self.session_id = uuid4()
         self.caller: Caller | None = None
         self.cursor: DeliveryCursor[OutboundEvent] | None = None
         self.acked_seq = 0
         settings = env.settings
-        self.max_queue = settings.ws_max_queue
         self.bucket = RequestRate(settings.ws_requests_per_second, settings.ws_request_burst)
-        self.outbox = Outbox(
-            ws,
-            transport,
-            binary=codec.binary,
-            max_queue=self.max_queue,
-            metrics=env.metrics,
-            on_fail=self.close_soon,
-        )
         self._catch_up_task: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self.idle = Flag()  # no request being handled
@@ -119,7 +115,7 @@ class Connection:
 
     @property
     def closing(self) -> bool:
-        return self.outbox.closed
+        return self.closed
 
     # -- outbound -----------------------------------------------------------------------
 
@@ -129,24 +125,27 @@ class Connection:
             return
         # Control frames answer requests, which the request rate bounds; a client that
         # sends requests without reading the answers is the slow one.
-        if len(self.outbox) >= 2 * self.max_queue:
+        if self.queued() >= 2 * self.max_queue:
             self._slow_consumer()
             return
-        self.outbox.push(self.codec.encode(frame), label, 0.0)
+        self.push_frame(self.codec.encode(frame), label, 0.0)
 
     def push_signal(self, data: bytes, name: str) -> None:
         if self.cursor is None or self.closing:
             # The hub knows this socket before its welcome is written (so that no event
             # falls between the log read and going live); a signal must not come first.
             return
-        if self.outbox.filling():
+        if self.filling():
             self.env.metrics.ws_queue_drops.inc()
             return
-        self.outbox.push(data, "signal", 0.0)
+        self.push_frame(data, "signal", 0.0)
 
     def _push_event(self, data: bytes, published_at: float) -> None:
         if not self.closing:
-            self.outbox.push(data, "event", published_at)
+            self.push_frame(data, "event", published_at)
+
+    def write_failed(self) -> None:
+        self.close_soon(CloseCode.GOING_AWAY, "write failed")
 
     def _slow_consumer(self) -> None:
         if self.closing or self._close_requested:
@@ -158,7 +157,7 @@ class Connection:
     async def _wait_for_room(self) -> None:
         """Replay is pulled from the log, so it waits for room instead of overflowing; a
         peer that takes nothing for ``ws_stall_timeout`` is closed with 4009."""
-        if not await self.outbox.wait_for_room(self.env.settings.ws_stall_timeout):
+        if not await self.wait_for_room(self.env.settings.ws_stall_timeout):
             self._slow_consumer()
 
     # -- events -------------------------------------------------------------------------
@@ -171,7 +170,7 @@ class Connection:
     def deliver_live(self, outbound: OutboundEvent) -> None:
         if self.cursor is None or self.closing:
             return
-        if not self.outbox.room() and not self.cursor.catching_up:
+        if not self.room() and not self.cursor.catching_up:
             # No room: leave this event (and what follows) in the log and read it from
             # there at the pace the socket drains. Nothing is dropped, nobody waits.
             self.kick()
@@ -217,7 +216,7 @@ class Connection:
                     continue
                 await self._wait_for_room()
                 # Synchronously from here: a live event must not slip in between.
-                ready, caught_up = cursor.finish_read(room=self.outbox.room())
+                ready, caught_up = cursor.finish_read(room=self.room())
                 for item in ready:
                     self._push_event(item.encoded(self.codec), item.published_at)
                 if caught_up:
@@ -260,7 +259,7 @@ class Connection:
     async def close(self, code: int, reason: str) -> None:
         if self.closing:
             return
-        self.outbox.close()
+        self.stop_sending()
         self.superseded = code == CloseCode.SUPERSEDED
         if self._expiry is not None:
             self._expiry.cancel()
@@ -275,7 +274,7 @@ class Connection:
 
     async def cleanup(self) -> None:
         """Stop the tasks of a finished connection."""
-        self.outbox.close()
+        self.stop_sending()
         if self._expiry is not None:
             self._expiry.cancel()
         task = self._catch_up_task
@@ -283,7 +282,7 @@ class Connection:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.outbox.stop()
+        await self.stop_writer()
 
     async def flush_and_close(self, code: int, reason: str, deadline: float) -> None:
         """Graceful close: finish the request in hand, let queued frames go out, close.
@@ -293,5 +292,5 @@ class Connection:
         self.draining = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.idle.wait(), deadline)
-        await self.outbox.flush(deadline)
+        await self.flush(deadline)
         await self.close(code, reason)

@@ -4,8 +4,8 @@ A frame for a socket with nothing queued and room in its transport is written at
 without a hop through a writer task (the common case of fan-out). Otherwise it waits in
 a bounded queue, drained by a writer task started the first time a frame has to wait, so
 an idle socket owns no task and no queue. What to queue, drop or refuse is the session's
-call (`memoryd.server.connection`); the outbox only moves bytes and reports a failed
-write.
+call: `memoryd.server.connection.Connection` is an `Outbox` (a base class, not a member:
+no extra object and no reference cycle per socket) and overrides ``write_failed``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
-from memoryd.protocol.errors import CloseCode
 from memoryd.server.metrics import Metrics
 
 
@@ -78,7 +76,6 @@ class Outbox:
         "closed",
         "max_queue",
         "metrics",
-        "on_fail",
         "transport",
         "ws",
     )
@@ -91,13 +88,11 @@ class Outbox:
         binary: bool,
         max_queue: int,
         metrics: Metrics,
-        on_fail: Callable[[int, str], None],
     ) -> None:
         self.ws = ws
         self.transport = transport
         self.max_queue = max_queue
         self.metrics = metrics
-        self.on_fail = on_fail  # a write failed: close the socket soon with this code
         self.closed = False  # the session is closing: nothing more goes out
         self._opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
         self._queue: deque[tuple[bytes, str, float]] = _NO_QUEUE
@@ -106,7 +101,7 @@ class Outbox:
         self._drained = Flag()
         self._writer: asyncio.Task[None] | None = None
 
-    def __len__(self) -> int:
+    def queued(self) -> int:
         return len(self._queue)
 
     def room(self) -> int:
@@ -116,7 +111,7 @@ class Outbox:
         """At least half full: signals are dropped, replay waits."""
         return len(self._queue) >= self.max_queue // 2
 
-    def push(self, data: bytes, label: str, published_at: float) -> None:
+    def push_frame(self, data: bytes, label: str, published_at: float) -> None:
         """Write ``data`` now if nothing is ahead of it and the transport has room, else
         queue it for the writer."""
         if not self._queue and not self._wakeup.is_set() and self._write_now(data):
@@ -144,7 +139,7 @@ class Outbox:
         except StopIteration:
             return True
         except (ConnectionError, RuntimeError):
-            self.on_fail(CloseCode.GOING_AWAY, "write failed")
+            self.write_failed()
             return True
         # The frame is written; it stopped at the flow-control wait, which the writer
         # task does before its next frame anyway.
@@ -183,7 +178,11 @@ class Outbox:
                 await self.ws.send_frame(data, self._opcode)
                 self._sent(label, published_at)
         except (ConnectionError, RuntimeError):
-            self.on_fail(CloseCode.GOING_AWAY, "write failed")
+            self.write_failed()
+
+    def write_failed(self) -> None:
+        """The peer is gone: nothing more goes out (the session closes the socket)."""
+        self.stop_sending()
 
     async def flush(self, deadline: float) -> None:
         """Let what is queued go out, for at most ``deadline`` seconds."""
@@ -191,13 +190,13 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), deadline)
 
-    def close(self) -> None:
+    def stop_sending(self) -> None:
         """Nothing more goes out; a replay waiting for room stops waiting."""
         self.closed = True
         self._space.set()
 
-    async def stop(self) -> None:
-        self.close()
+    async def stop_writer(self) -> None:
+        self.stop_sending()
         writer = self._writer
         if writer is not None and not writer.done():
             writer.cancel()

@@ -22,6 +22,7 @@ from memoryd.protocol.models import Event
 from memoryd.server.connection import Connection, SessionEnv
 from memoryd.server.metrics import Metrics
 from memoryd.server.outbound import OutboundEvent
+from memoryd.server.outbox import Outbox
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -214,33 +215,50 @@ async def test_acks_are_recorded_never_beyond_what_was_sent() -> None:
     await conn.cleanup()
 
 
-async def test_the_outbox_writes_at_once_and_queues_only_when_the_transport_is_busy() -> None:
-    from memoryd.server.outbox import Outbox
+class RecordingOutbox(Outbox):
+    """An outbox alone, as the session sees it: a failed write is reported, not hidden."""
 
-    ws, transport, failures = FakeWebSocket(), FakeTransport(), []
-    box = Outbox(
-        ws,  # type: ignore[arg-type]
-        transport,  # type: ignore[arg-type]
-        binary=False,
-        max_queue=16,
-        metrics=Metrics(),
-        on_fail=lambda code, reason: failures.append(code),
-    )
-    box.push(b'"a"', "event", 0.0)
+    def __init__(self, ws: FakeWebSocket, transport: FakeTransport) -> None:
+        super().__init__(ws, transport, binary=False, max_queue=16, metrics=Metrics())  # type: ignore[arg-type]
+        self.failures = 0
+
+    def write_failed(self) -> None:
+        self.failures += 1
+
+
+async def test_the_outbox_writes_at_once_and_queues_only_when_the_transport_is_busy() -> None:
+    ws, transport = FakeWebSocket(), FakeTransport()
+    box = RecordingOutbox(ws, transport)
+    box.push_frame(b'"a"', "event", 0.0)
     assert ws.sent == [b'"a"'] and box._writer is None  # no task for an idle socket
     transport.buffered = 1
     for n in range(8):
-        box.push(b"%d" % n, "event", 0.0)
-    assert len(box) == 8 and box.filling() and box.room() == 8
+        box.push_frame(b"%d" % n, "event", 0.0)
+    assert box.queued() == 8 and box.filling() and box.room() == 8
     transport.buffered = 0
     await box.flush(5.0)
-    assert ws.sent == [b'"a"', *(b"%d" % n for n in range(8))] and len(box) == 0
+    assert ws.sent == [b'"a"', *(b"%d" % n for n in range(8))] and box.queued() == 0
     assert await box.wait_for_room(0.01)
 
     async def broken(data: bytes, opcode: Any) -> None:
         raise ConnectionResetError
 
     ws.send_frame = broken  # type: ignore[method-assign]
-    box.push(b"lost", "event", 0.0)
-    assert failures == [1001]
-    await box.stop()
+    box.push_frame(b"lost", "event", 0.0)
+    assert box.failures == 1
+    await box.stop_writer()
+
+
+async def test_a_failed_write_closes_the_session_with_1001() -> None:
+    node = Node()
+    conn, ws, _ = node.session()
+    await settle()
+
+    async def broken(data: bytes, opcode: Any) -> None:
+        raise ConnectionResetError
+
+    ws.send_frame = broken  # type: ignore[method-assign]
+    conn.send(f.Reply(id=2, data=None), "reply")
+    await asyncio.gather(*node.tasks)
+    assert ws.closed_with == (1001, b"write failed")
+    await conn.cleanup()
