@@ -193,10 +193,14 @@ class SocketServer:
 
     def _announce_presence(self, conn: Connection, *, online: bool) -> None:
         assert conn.caller is not None and conn.caller.device_id is not None
-        user_id, device_id = conn.caller.user_id, conn.caller.device_id
+        self.spawn(self._set_presence(conn.caller.user_id, conn.caller.device_id, online))
+
+    async def _set_presence(self, user_id: UUID, device_id: UUID, online: bool) -> None:
+        # The presence table first, then the signal: a device that hears it and asks for
+        # the list (`presence`) gets an answer that agrees with it.
+        await self.hub.peers.set_presence(user_id, device_id, online)
         data = {"deviceId": device_id, "online": online}
         self.hub.signal(user_id, "presence", data, exclude_device=device_id)
-        self.spawn(self.hub.peers.set_presence(user_id, device_id, online))
 
     # -- read loop ----------------------------------------------------------------------
 
