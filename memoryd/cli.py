@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -94,15 +95,24 @@ def _serve(settings: Settings) -> None:
 
     app.on_startup.append(announce)
     app.on_startup.append(_settle_garbage_collector)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=settings.shutdown_timeout,
-        handle_signals=True,
-    )
+
+    async def serve() -> None:
+        # Not web.run_app: it skips the cleanup when start-up fails half-way, which would
+        # leave the pool, tasks and an embedded PostgreSQL behind. SIGTERM/SIGINT end the
+        # wait; the cleanup then runs the graceful shutdown (1012) and every cleanup_ctx.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await runner.setup()
+            await web.TCPSite(runner, settings.host, settings.port).start()
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(serve())
 
 
 async def _settle_garbage_collector(_app: object) -> None:

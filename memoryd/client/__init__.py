@@ -11,7 +11,8 @@ automatically once handed to the caller; a lost connection is re-established wit
 exponential backoff and full jitter and resumes from the last seq received, so the
 caller sees every event exactly once and in order. A request in flight when the
 connection drops fails with `Disconnected`; resending it with the same ``clientMsgId``
-is safe.
+is safe. ``Client(..., wait_rate_limited=True)`` waits out a ``rate_limited`` answer
+(its ``retryAfter``) and sends the request again, within the request's timeout.
 """
 
 from memoryd.client.session import (

@@ -84,6 +84,7 @@ class Client:
         client_name: str = "memoryd-python",
         ack_interval: float = 0.05,
         max_backoff: float = 10.0,
+        wait_rate_limited: bool = False,
     ) -> None:
         if codec not in ("json", "msgpack"):
             raise ValueError("codec must be 'json' or 'msgpack'")
@@ -96,6 +97,10 @@ class Client:
         self.client_name = client_name
         self.ack_interval = ack_interval
         self.max_backoff = max_backoff
+        # Opt-in: a request refused with ``rate_limited`` and a ``retryAfter`` is sent again
+        # after that long (within its timeout) instead of raising; the server never counts
+        # a request that waited out its hint as abuse (4008).
+        self.wait_rate_limited = wait_rate_limited
         self.welcome: f.Welcome | None = None
         self.close_code: int | None = None
         self.connections = 0  # how many sockets this session has opened
@@ -122,7 +127,25 @@ class Client:
     # -- public API ---------------------------------------------------------------------
 
     async def request(self, type_: str, /, timeout: float = 30.0, **params: Any) -> Any:
-        """Send a request; return the reply's ``data`` or raise `RequestError`."""
+        """Send a request; return the reply's ``data`` or raise `RequestError`.
+
+        With ``wait_rate_limited`` a ``rate_limited`` answer is waited out (its
+        ``retryAfter``) and the request sent again, as long as ``timeout`` allows.
+        """
+        if not self.wait_rate_limited:
+            return await self._request_once(type_, timeout, params)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                return await self._request_once(type_, max(0.0, deadline - loop.time()), params)
+            except RequestError as exc:
+                wait = exc.retry_after
+                if exc.code != "rate_limited" or wait is None or loop.time() + wait >= deadline:
+                    raise
+                await asyncio.sleep(wait)
+
+    async def _request_once(self, type_: str, timeout: float, params: dict[str, Any]) -> Any:
         await self.wait_connected(timeout)
         ws = self._ws
         if ws is None:

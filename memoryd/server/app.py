@@ -1,8 +1,10 @@
-"""``create_app(settings)``: every resource lives in a cleanup context, in start order."""
+"""``create_app(settings)``: every resource lives in a cleanup context of its own, in start
+order, so a failed start-up or a failing stop leaves nothing else open."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +31,10 @@ from memoryd.server.http import request_middleware
 from memoryd.server.hub import Hub
 from memoryd.server.jobs import JobRunner
 from memoryd.server.keys import (
+    ACKS,
+    DATABASE,
+    HTTP_SESSION,
+    HUB,
     JOBS,
     LIMITERS,
     METRICS,
@@ -63,7 +69,23 @@ def create_app(settings: Settings) -> web.Application:
     app[SHUTTING_DOWN] = asyncio.Event()
     local: dict[str, Limiter] = {n: RateLimiter(r) for n, r in _limit_rules(settings).items()}
     app[LIMITERS] = local
-    app.cleanup_ctx.append(_services_ctx)
+    # One context per resource, in start order. aiohttp enters them one by one and, when
+    # start-up fails half-way or at shutdown, exits those entered in reverse order, each
+    # one even if another raised (the errors are collected): nothing is left open.
+    app.cleanup_ctx.extend(
+        [
+            _database_ctx,
+            _http_session_ctx,
+            _redis_ctx,
+            _services_ctx,
+            _fanout_ctx,
+            _ai_ctx,
+            _files_ctx,
+            _acks_ctx,
+            _pruner_ctx,
+            _jobs_ctx,  # last: after every capability registered its job kinds
+        ]
+    )
     app.on_shutdown.append(_shutdown)
     app.router.add_get("/ws", _websocket)
     app.add_routes(health.routes)
@@ -72,82 +94,154 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(sync.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(ai.routes)
+    app.add_routes(files.routes)  # /api/files, /api/voice
     app.add_routes(browser_client.routes)  # the chat app at /, memoryd-client.js
-    app.add_routes(files.routes)  # [files] /api/files, /api/voice
     return app
 
 
-async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The pool (and the embedded PostgreSQL when no DATABASE_URL is given)."""
     settings = app[SETTINGS]
     async with database_dsn(settings.database_url, settings.data_dir) as dsn:
         db = await open_database(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
-        keys = load_or_create_keys(settings)
-        session = aiohttp.ClientSession(timeout=_OUTBOUND_TIMEOUT)
-        redis_client = None
-        if settings.redis_url:
-            redis_client = redis_asyncio.from_url(
-                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-            )
-        app[REDIS] = redis_client
-        if redis_client is not None:  # limits shared by every node
-            shared: dict[str, Limiter] = {
-                name: SharedRateLimiter(name, rule, redis_client, RateLimiter(rule))
-                for name, rule in _limit_rules(settings).items()
-            }
-            app[LIMITERS] = shared
-        hub = Hub()
-        app[SERVICES] = services = Services(
-            settings=settings,
-            store=Storage(db),
-            tokens=TokenIssuer(
-                keys.jwt_private_pem,
-                keys.jwt_public_pem,
-                access_ttl=settings.access_token_ttl,
-                refresh_ttl=settings.refresh_token_ttl,
-            ),
-            events=hub,
-            google=_google(settings, session),
-            whatsapp=_whatsapp(settings, session, keys.secret_key),
-        )
-        fanout = None
-        if redis_client is not None:
-            fanout = RedisFanout(
-                redis_client,
-                hub,
-                services.store.events,
-                app[METRICS],
-                poll_interval_down=settings.redis_poll_interval,
-                presence_ttl=settings.presence_ttl,
-            )
-            hub.remote = fanout
-            fanout.start()
-        app[JOBS] = jobs = JobRunner(services.store.jobs)
-        services.wake_jobs = jobs.wake
-        services.ai = AIRuntime(provider=provider_for(settings), hooks=ServerAIHooks(app))
-        jobs.register(AI_REPLY, ai_reply.job_handler(services))
-        if services.whatsapp is not None:  # only nodes configured for WhatsApp run its jobs
-            for kind, handler in whatsapp.job_handlers(services).items():
-                jobs.register(kind, handler)
-        await files_setup.attach(services, jobs)  # [files] blob stores, recognizer, jobs
-        acks = AckWriter(services.store.devices, settings.ack_flush_interval)
-        acks.start()
-        app[SOCKETS] = SocketServer(settings, services, hub, app[METRICS], acks)
-        pruner = asyncio.create_task(prune_events(services.store.events, settings), name="pruner")
-        jobs.start()  # after every capability registered its job kinds
+        app[DATABASE] = db
         try:
             yield
         finally:
-            await jobs.stop()
-            await files_setup.detach(services)  # [files]
-            await services.ai.provider.aclose()
-            pruner.cancel()
-            await acks.stop()
-            if fanout is not None:
-                await fanout.stop()
-            await session.close()
-            if redis_client is not None:
-                await redis_client.aclose()
             await db.close()
+
+
+async def _http_session_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One client session for outbound calls (Google, the WhatsApp Graph API)."""
+    async with aiohttp.ClientSession(timeout=_OUTBOUND_TIMEOUT) as session:
+        app[HTTP_SESSION] = session
+        yield
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With REDIS_URL: the client, and rate limits shared by every node."""
+    settings = app[SETTINGS]
+    app[REDIS] = None
+    if not settings.redis_url:
+        yield
+        return
+    client = redis_asyncio.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    app[REDIS] = client
+    try:
+        shared: dict[str, Limiter] = {
+            name: SharedRateLimiter(name, rule, client, RateLimiter(rule))
+            for name, rule in _limit_rules(settings).items()
+        }
+        app[LIMITERS] = shared
+        yield
+    finally:
+        await client.aclose()
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Keys, tokens, bridges and the hub, handed to every handler as `Services`."""
+    settings = app[SETTINGS]
+    keys = load_or_create_keys(settings)
+    session = app[HTTP_SESSION]
+    app[HUB] = hub = Hub()
+    app[SERVICES] = Services(
+        settings=settings,
+        store=Storage(app[DATABASE]),
+        tokens=TokenIssuer(
+            keys.jwt_private_pem,
+            keys.jwt_public_pem,
+            access_ttl=settings.access_token_ttl,
+            refresh_ttl=settings.refresh_token_ttl,
+        ),
+        events=hub,
+        google=_google(settings, session),
+        whatsapp=_whatsapp(settings, session, keys.secret_key),
+    )
+    yield
+
+
+async def _fanout_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With Redis: the hub's peers are the other nodes (else `LocalPeers`, this node only)."""
+    client = app[REDIS]
+    if client is None:
+        yield
+        return
+    settings = app[SETTINGS]
+    hub = app[HUB]
+    fanout = RedisFanout(
+        client,
+        hub,
+        app[SERVICES].store.events,
+        app[METRICS],
+        poll_interval_down=settings.redis_poll_interval,
+        presence_ttl=settings.presence_ttl,
+    )
+    hub.peers = fanout
+    fanout.start()
+    try:
+        yield
+    finally:
+        await fanout.stop()
+
+
+async def _ai_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Memo's provider (the local responder unless an OpenAI-compatible server is set)."""
+    provider = provider_for(app[SETTINGS])
+    try:
+        app[SERVICES].ai = AIRuntime(provider=provider, hooks=ServerAIHooks(app))
+        yield
+    finally:
+        await provider.aclose()
+
+
+async def _files_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Files and voice: the blob stores (local, and S3 when configured) and the recognizer."""
+    services = app[SERVICES]
+    await files_setup.open_stores(services)
+    try:
+        yield
+    finally:
+        await files_setup.close_stores(services)
+
+
+async def _acks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Batched device acks, and the /ws endpoint that records them."""
+    settings, services = app[SETTINGS], app[SERVICES]
+    app[ACKS] = acks = AckWriter(services.store.devices, settings.ack_flush_interval)
+    acks.start()
+    try:
+        app[SOCKETS] = SocketServer(settings, services, app[HUB], app[METRICS], acks)
+        yield
+    finally:
+        await acks.stop()  # saves what is pending
+
+
+async def _pruner_ctx(app: web.Application) -> AsyncIterator[None]:
+    events = app[SERVICES].store.events
+    pruner = asyncio.create_task(prune_events(events, app[SETTINGS]), name="pruner")
+    try:
+        yield
+    finally:
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
+
+
+async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The durable job runner, with the job kinds of every capability on this node."""
+    services = app[SERVICES]
+    app[JOBS] = jobs = JobRunner(services.store.jobs)
+    services.wake_jobs = jobs.wake
+    jobs.register(AI_REPLY, ai_reply.job_handler(services))
+    if services.whatsapp is not None:  # only nodes configured for WhatsApp run its jobs
+        for kind, handler in whatsapp.job_handlers(services).items():
+            jobs.register(kind, handler)
+    files_setup.register_jobs(services, jobs)
+    jobs.start()
+    try:
+        yield
+    finally:
+        await jobs.stop()
 
 
 def _limit_rules(settings: Settings) -> dict[str, RateLimit]:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from memoryd.errors import Unauthorized
 from memoryd.handlers import ai, categories, memories, messages
 from memoryd.handlers.auth import caller_from_claims
+from memoryd.handlers.context import Services
 from memoryd.protocol import frames as f
+from memoryd.server.connection import Connection
+from memoryd.server.hub import Hub
 
-if TYPE_CHECKING:
-    from memoryd.server.connection import Connection
 
-
-async def dispatch(conn: Connection, frame: f.Request) -> Any:
+async def dispatch(svc: Services, hub: Hub, conn: Connection, frame: f.Request) -> Any:
     """Run one request; return the reply's ``data``. ClientError propagates as an error frame."""
-    svc = conn.server.services
     who = conn.caller
     assert who is not None
     match frame:
@@ -33,10 +32,13 @@ async def dispatch(conn: Connection, frame: f.Request) -> Any:
             return {"expiresAt": claims.expires_at}
         case f.Typing():
             data = {"memoryId": frame.memory_id, "deviceId": who.device_id, "userId": who.user_id}
-            conn.server.hub.signal(who.user_id, "typing", data, exclude=conn)
+            hub.signal(who.user_id, "typing", data, exclude_device=who.device_id)
             return None
         case f.Presence():
-            return {"devices": await _online_devices(conn)}
+            this = str(who.device_id)
+            online = sorted(await hub.online_devices(who.user_id))
+            devices = [{"deviceId": d, "online": True, "thisDevice": d == this} for d in online]
+            return {"devices": devices}
         case f.Read():
             return await memories.mark_read(svc, who, frame.memory_id, frame.seq)
         case f.MemoryList():
@@ -74,14 +76,3 @@ async def dispatch(conn: Connection, frame: f.Request) -> Any:
         case f.AiCancel():
             return await ai.cancel(svc, who, frame)
     raise AssertionError(f"no dispatch for {type(frame).__name__}")  # pragma: no cover
-
-
-async def _online_devices(conn: Connection) -> list[dict[str, Any]]:
-    assert conn.caller is not None
-    user_id = conn.caller.user_id
-    hub = conn.server.hub
-    online = await hub.remote.online_devices(user_id) if hub.remote is not None else None
-    if online is None:  # one node, or Redis cannot say: what this node sees
-        online = [str(d) for d in hub.local_devices(user_id)]
-    this = str(conn.caller.device_id)
-    return [{"deviceId": d, "online": True, "thisDevice": d == this} for d in sorted(set(online))]

@@ -1,5 +1,9 @@
 """Cross-node fan-out over Redis pub/sub: one channel per user, the log stays the truth.
 
+`RedisFanout` is the hub's `Peers` when ``REDIS_URL`` is set (`memoryd.server.hub`). A
+pub/sub message is one member of a tagged msgpack union, `Envelope`: events, a signal,
+or a device claim.
+
 A node subscribes to ``memoryd:user:{id}`` while it holds a socket of that user, so it
 receives only its own users' traffic and decodes each message once (not once per socket,
 and never for users it does not serve). A committed event is delivered to local sockets
@@ -24,7 +28,7 @@ import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
@@ -32,11 +36,9 @@ import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
 from memoryd.protocol.models import Event
-
-if TYPE_CHECKING:
-    from memoryd.server.hub import Hub
-    from memoryd.server.metrics import Metrics
-    from memoryd.storage.events import EventStore
+from memoryd.server.hub import Hub
+from memoryd.server.metrics import Metrics
+from memoryd.storage.events import EventStore
 
 log = logging.getLogger("memoryd.fanout")
 
@@ -44,17 +46,34 @@ CHANNEL_PREFIX = "memoryd:user:"
 PRESENCE_PREFIX = "memoryd:presence:"
 
 
-class Envelope(msgspec.Struct, array_like=True):
-    """One pub/sub message: origin node, kind, user, and the kind's payload."""
+class EventsEnvelope(msgspec.Struct, tag="events", array_like=True):
+    """Committed events of a user, as ``(seq, type, data)``: the log stays the truth."""
 
     node: str
-    kind: str  # "events" | "signal" | "claim"
-    user: str
-    events: list[tuple[int, str, Any]] = []
-    signal: str | None = None
-    data: Any = None
-    exclude_device: str | None = None
+    user: UUID
+    events: list[tuple[int, str, Any]]
 
+
+class SignalEnvelope(msgspec.Struct, tag="signal", array_like=True):
+    """An ephemeral signal for the user's sockets, but not the device that caused it."""
+
+    node: str
+    user: UUID
+    signal: str
+    data: Any = None
+    exclude_device: UUID | None = None
+
+
+class ClaimEnvelope(msgspec.Struct, tag="claim", array_like=True):
+    """The device connected on ``node``: any other socket of it closes with 4011."""
+
+    node: str
+    user: UUID
+    device: UUID
+
+
+# One pub/sub message, tagged like socket frames: [kind, node, user, ...payload].
+Envelope = EventsEnvelope | SignalEnvelope | ClaimEnvelope
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Envelope).decode
@@ -154,31 +173,25 @@ class RedisFanout:
             await self._safe(self._pubsub.unsubscribe(channel))
 
     def publish_events(self, user_id: UUID, events: Sequence[Event]) -> None:
-        envelope = Envelope(
-            node=self.node_id,
-            kind="events",
-            user=str(user_id),
-            events=[(e.seq, e.type, e.data) for e in events],
-        )
-        self._enqueue(channel_for(user_id), _encode(envelope))
+        events_ = [(e.seq, e.type, e.data) for e in events]
+        self._send(EventsEnvelope(node=self.node_id, user=user_id, events=events_))
 
     def publish_signal(
         self, user_id: UUID, name: str, data: Any, exclude_device: UUID | None
     ) -> None:
-        envelope = Envelope(
-            node=self.node_id,
-            kind="signal",
-            user=str(user_id),
-            signal=name,
-            data=data,
-            exclude_device=str(exclude_device) if exclude_device else None,
+        self._send(
+            SignalEnvelope(
+                node=self.node_id,
+                user=user_id,
+                signal=name,
+                data=data,
+                exclude_device=exclude_device,
+            )
         )
-        self._enqueue(channel_for(user_id), _encode(envelope))
 
     def claim_device(self, user_id: UUID, device_id: UUID) -> None:
         """Tell other nodes this device connected here: their older socket of it goes (4011)."""
-        envelope = Envelope(node=self.node_id, kind="claim", user=str(user_id), data=str(device_id))
-        self._enqueue(channel_for(user_id), _encode(envelope))
+        self._send(ClaimEnvelope(node=self.node_id, user=user_id, device=device_id))
 
     # -- presence -----------------------------------------------------------------------
 
@@ -207,11 +220,11 @@ class RedisFanout:
 
     # -- loops --------------------------------------------------------------------------
 
-    def _enqueue(self, channel: str, payload: bytes) -> None:
+    def _send(self, envelope: Envelope) -> None:
         if not self.up:
             return  # other nodes poll the log while Redis is down
         try:
-            self._outbox.put_nowait((channel, payload))
+            self._outbox.put_nowait((channel_for(envelope.user), _encode(envelope)))
         except asyncio.QueueFull:
             self.metrics.redis_publish_dropped.inc()  # the log and the poller cover it
 
@@ -289,17 +302,15 @@ class RedisFanout:
         if envelope.node == self.node_id:
             return
         self.metrics.redis_messages_received.inc()
-        user_id = UUID(envelope.user)
-        if envelope.kind == "events":
-            events = [
-                Event(seq=s, type=t, data=d, created_at=_EPOCH) for s, t, d in envelope.events
-            ]
-            self.hub.deliver_local(user_id, events)
-        elif envelope.kind == "signal" and envelope.signal:
-            exclude = UUID(envelope.exclude_device) if envelope.exclude_device else None
-            self.hub.signal_local(user_id, envelope.signal, envelope.data, exclude_device=exclude)
-        elif envelope.kind == "claim":
-            self.hub.supersede_local(UUID(str(envelope.data)))
+        match envelope:
+            case EventsEnvelope(user=user_id, events=events):
+                self.hub.deliver_local(
+                    user_id, [Event(seq=s, type=t, data=d, created_at=_EPOCH) for s, t, d in events]
+                )
+            case SignalEnvelope(user=user_id, signal=name, data=data, exclude_device=exclude):
+                self.hub.signal_local(user_id, name, data, exclude_device=exclude)
+            case ClaimEnvelope(device=device_id):
+                self.hub.supersede_local(device_id)
 
     async def _poll_loop(self) -> None:
         """Compare each local user's head in the log with what their sockets have."""

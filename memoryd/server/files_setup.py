@@ -13,10 +13,9 @@ from memoryd.server.jobs import JobRunner
 from memoryd.storage.files import PURGE, TRANSCRIBE
 
 
-async def attach(services: Services, jobs: JobRunner) -> None:
-    """Open the blob stores and the recognizer; register ``files.purge`` and
-    ``voice.transcribe``. The local store is always there: rows written before a switch
-    to S3 (and WhatsApp media) stay readable."""
+async def open_stores(services: Services) -> None:
+    """Open the blob stores and the recognizer. The local store is always there: rows
+    written before a switch to S3 (and WhatsApp media) stay readable."""
     settings = services.settings
     stores: dict[str, BlobStore] = {"local": LocalBlobStore(settings.data_dir)}
     if settings.storage_backend == "s3":
@@ -33,11 +32,15 @@ async def attach(services: Services, jobs: JobRunner) -> None:
         ).start()
     services.blobs = stores
     services.speech = recognizer_for(settings)
+
+
+def register_jobs(services: Services, jobs: JobRunner) -> None:
+    """``files.purge`` and ``voice.transcribe``, run on every node."""
     jobs.register(PURGE, files.purge_handler(services))
     jobs.register(TRANSCRIBE, voice.job_handler(services))
 
 
-async def detach(services: Services) -> None:
+async def close_stores(services: Services) -> None:
     for store in services.blobs.values():
         with contextlib.suppress(Exception):
             await store.aclose()

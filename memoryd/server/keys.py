@@ -8,12 +8,17 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from memoryd.config import Settings
     from memoryd.handlers.context import Caller, Services
+    from memoryd.server.acks import AckWriter
+    from memoryd.server.hub import Hub
     from memoryd.server.jobs import JobRunner
     from memoryd.server.metrics import Metrics
     from memoryd.server.ratelimit import Decision, Limiter
     from memoryd.server.sockets import SocketServer
+    from memoryd.storage.database import Database
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
@@ -22,6 +27,10 @@ LIMITERS: web.AppKey[dict[str, Limiter]] = web.AppKey("limiters")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
 SOCKETS: web.AppKey[SocketServer] = web.AppKey("sockets")
 JOBS: web.AppKey[JobRunner] = web.AppKey("jobs")
+DATABASE: web.AppKey[Database] = web.AppKey("database")
+HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("http_session")  # outbound calls
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+ACKS: web.AppKey[AckWriter] = web.AppKey("acks")
 
 # Request-scoped values.
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller")

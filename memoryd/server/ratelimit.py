@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -112,6 +113,8 @@ class SharedRateLimiter:
 class TokenBucket:
     """Per-connection request rate: ``rate`` tokens a second, at most ``burst`` saved."""
 
+    __slots__ = ("_at", "_clock", "_tokens", "burst", "rate")
+
     def __init__(
         self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
@@ -130,3 +133,46 @@ class TokenBucket:
             self._tokens -= 1
             return 0.0
         return (1 - self._tokens) / self.rate
+
+
+# A request refused this long before the time an earlier refusal hinted (``retryAfter``)
+# counts as abuse: 20 ms, or a tenth of the hint when that is longer, covers the hint's
+# rounding to 1 ms, timer and clock jitter. Arriving after the hint is never abuse.
+HINT_SLACK = 0.02
+HINT_SLACK_SHARE = 0.1
+ABUSE_WINDOW = 10.0
+
+
+class RequestRate(TokenBucket):
+    """A socket's token bucket plus the abuse rule behind close code 4008.
+
+    Being refused is not abuse: a client cannot know the bucket is empty until told. A
+    refused request counts only when it arrives before the previous refusal's hint (less
+    the slack) has passed; more than ``burst`` such requests within ``ABUSE_WINDOW``
+    seconds are abuse. So a client that sleeps the ``retryAfter`` it was given is never
+    closed, however long it keeps sending at the limit.
+    """
+
+    __slots__ = ("_early", "_not_before", "_slack")
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(rate, burst, clock)
+        self._not_before = 0.0  # the previous refusal's hinted time, less the slack
+        self._early: deque[float] | None = None  # made on the first early request
+
+    def refused(self, wait: float) -> bool:
+        """Record a refusal with hint ``wait``; True when the socket is now abusive."""
+        now = self._clock()
+        early = now < self._not_before
+        self._not_before = now + wait - max(HINT_SLACK, HINT_SLACK_SHARE * wait)
+        if not early:
+            return False
+        times = self._early
+        if times is None:
+            times = self._early = deque()
+        times.append(now)
+        while now - times[0] > ABUSE_WINDOW:
+            times.popleft()
+        return len(times) > self.burst

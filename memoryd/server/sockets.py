@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 from uuid import UUID
 
@@ -21,17 +22,17 @@ from memoryd.protocol.codec import SUBPROTOCOLS, codec_for
 from memoryd.protocol.delivery import DeliveryCursor
 from memoryd.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from memoryd.server.acks import AckWriter
-from memoryd.server.connection import Connection
+from memoryd.server.connection import Connection, SessionEnv
 from memoryd.server.dispatch import dispatch
-from memoryd.server.hub import Hub, OutboundEvent
+from memoryd.server.hub import Hub
 from memoryd.server.metrics import Metrics
+from memoryd.server.outbound import OutboundEvent
 
 log = logging.getLogger("memoryd.ws")
 
 # Frames up to this many times the announced limit get an error frame; beyond it the
 # WebSocket layer itself closes with 1009 (we never buffer unbounded input).
 _HARD_FRAME_FACTOR = 4
-_ABUSE_WINDOW = 10.0
 
 
 class SocketServer:
@@ -53,6 +54,14 @@ class SocketServer:
         )
         self.accepting = True
         self.background: set[asyncio.Task[None]] = set()
+        self.env = SessionEnv(settings, services.store.events, metrics, acks, self.spawn)
+        self._open: set[Connection] = set()  # every session, for the shutdown
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Fire and forget, but keep a reference so the task is not collected mid-flight."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         settings = self.settings
@@ -66,12 +75,14 @@ class SocketServer:
         if not self.accepting:
             raise web.HTTPServiceUnavailable(reason="server shutting down")
         await ws.prepare(request)
-        conn = Connection(self, ws, request, codec_for(ws.ws_protocol))
+        conn = Connection(self.env, ws, request.transport, codec_for(ws.ws_protocol))
+        self._open.add(conn)
         self.metrics.websocket_connections_active.inc()
         try:
             if await self._handshake(conn):
                 await self._read_loop(conn)
         finally:
+            self._open.discard(conn)
             self.metrics.websocket_connections_active.dec()
             self.hub.remove(conn)
             await conn.cleanup()
@@ -124,10 +135,8 @@ class SocketServer:
         previous = self.hub.add(conn)  # before the log is read: no event can fall between
         if previous is not None:
             await previous.close(CloseCode.SUPERSEDED, "superseded by a newer connection")
-        remote = self.hub.remote
-        if remote is not None:
-            remote.claim_device(claims.user_id, device.id)
-            await remote.watch(claims.user_id)  # listening before the log is read, too
+        self.hub.peers.claim_device(claims.user_id, device.id)
+        await self.hub.peers.watch(claims.user_id)  # listening before the log is read, too
         conn.send(
             f.Welcome(
                 user_id=claims.user_id,
@@ -180,23 +189,18 @@ class SocketServer:
 
         A device reconnecting does not count against itself: it supersedes its old socket.
         """
-        local = [d for d in self.hub.local_devices(user_id) if d != device_id]
-        remote = self.hub.remote
-        if remote is None:
-            return len(local)
-        online = await remote.online_devices(user_id)
-        if online is None:
-            return len(local)
-        return len({*map(str, local), *online} - {str(device_id)})
+        return len(await self.hub.online_devices(user_id) - {str(device_id)})
 
     def _announce_presence(self, conn: Connection, *, online: bool) -> None:
         assert conn.caller is not None and conn.caller.device_id is not None
-        user_id, device_id = conn.caller.user_id, conn.caller.device_id
-        self.hub.signal(
-            user_id, "presence", {"deviceId": device_id, "online": online}, exclude=conn
-        )
-        if self.hub.remote is not None:
-            conn.run_background(self.hub.remote.set_presence(user_id, device_id, online))
+        self.spawn(self._set_presence(conn.caller.user_id, conn.caller.device_id, online))
+
+    async def _set_presence(self, user_id: UUID, device_id: UUID, online: bool) -> None:
+        # The presence table first, then the signal: a device that hears it and asks for
+        # the list (`presence`) gets an answer that agrees with it.
+        await self.hub.peers.set_presence(user_id, device_id, online)
+        data = {"deviceId": device_id, "online": online}
+        self.hub.signal(user_id, "presence", data, exclude_device=device_id)
 
     # -- read loop ----------------------------------------------------------------------
 
@@ -231,21 +235,22 @@ class SocketServer:
             return  # the socket closes with 1012 next; the client resends after reconnecting
         wait = conn.bucket.take()
         if wait:
-            self._count_violation(conn)
+            if conn.bucket.refused(wait):
+                conn.close_soon(CloseCode.POLICY, "request rate abuse")
             if request_id is not None:
                 conn.send(
                     f.Error(
                         id=request_id,
                         code=ErrorCode.RATE_LIMITED,
                         message="too many requests on this socket",
-                        retry_after=round(wait, 3),
+                        retry_after=math.ceil(wait * 1000) / 1000,  # never before a token is back
                     ),
                     "error",
                 )
             return
         conn.idle.clear()
         try:
-            data = await dispatch(conn, frame)
+            data = await dispatch(self.services, self.hub, conn, frame)
         except ClientError as exc:
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
             conn.send(
@@ -270,23 +275,12 @@ class SocketServer:
         if request_id is not None:
             conn.send(f.Reply(id=request_id, data=data), "reply")
 
-    def _count_violation(self, conn: Connection) -> None:
-        now = time.monotonic()
-        violations = conn.violations
-        if violations is None:
-            violations = conn.violations = deque()
-        violations.append(now)
-        while violations and now - violations[0] > _ABUSE_WINDOW:
-            violations.popleft()
-        if len(violations) > self.settings.ws_request_burst:
-            conn.close_soon(CloseCode.POLICY, "request rate abuse")
-
     # -- shutdown -----------------------------------------------------------------------
 
     async def shutdown(self, deadline: float) -> None:
         """Stop accepting, let queued frames out, close every socket with 1012, save acks."""
         self.accepting = False
-        conns = self.hub.connections()
+        conns = [c for c in self._open if c.caller is not None]
         if conns:
             await asyncio.gather(
                 *(
@@ -296,9 +290,6 @@ class SocketServer:
                 return_exceptions=True,
             )
         await self.acks.flush()
-
-    def device_count(self, user_id: UUID) -> int:
-        return self.hub.count_for(user_id)
 
 
 def _resume_point(

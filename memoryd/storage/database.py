@@ -13,7 +13,6 @@ import msgspec
 
 log = logging.getLogger("memoryd.storage")
 
-Connection = asyncpg.Connection  # re-exported so other layers never import asyncpg
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode

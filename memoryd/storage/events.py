@@ -38,12 +38,6 @@ class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def head(self, user_id: UUID) -> int:
-        value = await self.db.fetchval(
-            "SELECT head_seq FROM user_event_heads WHERE user_id = $1", user_id
-        )
-        return int(value or 0)
-
     async def heads(self, user_ids: list[UUID]) -> dict[UUID, int]:
         """Head seq of each of these users, in one query (the fan-out poller)."""
         rows = await self.db.fetch(

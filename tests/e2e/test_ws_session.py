@@ -23,7 +23,7 @@ from memoryd.client import Client, ClientEvent, ClientSignal, HandshakeError, Re
 from memoryd.protocol import frames as f
 from memoryd.protocol.codec import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 from memoryd.protocol.models import User
-from memoryd.server.keys import SERVICES, SOCKETS
+from memoryd.server.keys import SERVICES
 from memoryd.storage.database import Database
 from tests.conftest import RunningServer, StartServer
 from tests.helpers import Api, promote
@@ -692,7 +692,7 @@ async def test_sockets_per_user_are_capped(start_server: StartServer, http: Any)
     url = ws_url(server)
     user = await Api(http, server.url).register()
     other = await Api(http, server.url).register()
-    async with device(url, user.token) as a, device(url, user.token):
+    async with device(url, user.token) as a, device(url, user.token) as b:
         with pytest.raises(HandshakeError) as info:
             async with device(url, user.token):
                 pass
@@ -704,7 +704,13 @@ async def test_sockets_per_user_are_capped(start_server: StartServer, http: Any)
         async with device(url, user.token, device_id=a.device_id) as again:
             await eventually(lambda: a.close_code == 4011)
             assert (await again.request("ping"))["pong"]
-        assert server.app[SOCKETS].device_count(uuid.UUID(user.user["id"])) == 1  # type: ignore[attr-defined]
+
+        # Only b is left: the superseded socket counts no more (nor does the closed one).
+        async def only_b() -> bool:
+            presence = await b.request("presence")
+            return [d["deviceId"] for d in presence["devices"]] == [b.device_id]
+
+        await eventually(only_b)
 
 
 async def test_request_rate_is_limited_then_abuse_closes_with_4008(
@@ -726,6 +732,68 @@ async def test_request_rate_is_limited_then_abuse_closes_with_4008(
         assert (await c.request("ping"))["pong"]  # waiting as told works
         await asyncio.gather(*(c.request("ping") for _ in range(6)), return_exceptions=True)
         await eventually(lambda: c.close_code == 4008)
+
+
+async def test_a_client_that_waits_out_retry_after_is_never_closed(
+    start_server: StartServer, http: Any, db: Database
+) -> None:
+    """At the default limits, one send at a time, sleeping exactly the ``retryAfter`` of
+    each ``rate_limited``: the server's own hint is never abuse (issue 12.1)."""
+    server = await start_server()
+    user = await Api(http, server.url).register()
+    async with device(ws_url(server), user.token, reconnect=False) as c:
+        assert c.welcome is not None
+        assert (c.welcome.limits.requests_per_second, c.welcome.limits.request_burst) == (20, 60)
+        memory = await new_memory(c)
+        limited = 0
+        for n in range(400):
+            while True:
+                try:
+                    await c.request(
+                        "message.send",
+                        memory_id=memory["id"],
+                        client_msg_id=f"w{n}",
+                        content=f"{n}",
+                    )
+                    break
+                except RequestError as exc:
+                    assert exc.code == "rate_limited" and exc.retry_after is not None
+                    limited += 1
+                    await asyncio.sleep(exc.retry_after)
+        assert limited > 60  # the limit was really reached, many times over
+        await asyncio.sleep(0.2)  # a 4008 would have been sent by now
+        assert c.close_code is None
+        assert (await c.request("ping"))["pong"]
+    rows = await db.fetch(
+        "SELECT content FROM messages WHERE memory_id = $1", uuid.UUID(memory["id"])
+    )
+    assert sorted(int(r["content"]) for r in rows) == list(range(400))
+
+
+async def test_the_sdk_can_wait_out_rate_limited_itself(
+    start_server: StartServer, http: Any, db: Database
+) -> None:
+    server = await start_server(ws_requests_per_second=20, ws_request_burst=5)
+    user = await Api(http, server.url).register()
+    async with (
+        device(ws_url(server), user.token, reconnect=False, wait_rate_limited=True) as c,
+        device(ws_url(server), user.token, reconnect=False) as plain,
+    ):
+        memory = await new_memory(c)
+        for n in range(60):  # three times the rate, twelve times the burst: never an error
+            await c.request(
+                "message.send", memory_id=memory["id"], client_msg_id=f"s{n}", content=f"{n}"
+            )
+        assert c.close_code is None
+        # Without the opt-in the same refusal reaches the caller.
+        with pytest.raises(RequestError) as info:
+            for _ in range(10):
+                await plain.request("ping")
+        assert info.value.code == "rate_limited" and info.value.retry_after
+    rows = await db.fetch(
+        "SELECT content FROM messages WHERE memory_id = $1", uuid.UUID(memory["id"])
+    )
+    assert sorted(int(r["content"]) for r in rows) == list(range(60))
 
 
 async def test_a_slow_consumer_is_closed_with_4009(start_server: StartServer, http: Any) -> None:
