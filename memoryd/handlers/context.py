@@ -10,9 +10,9 @@ from uuid import UUID
 from memoryd.bridges.google import GoogleOAuth
 from memoryd.bridges.whatsapp import WhatsAppBridge
 from memoryd.config import Settings
-from memoryd.errors import Forbidden
 from memoryd.handlers.ai_runtime import AIRuntime
-from memoryd.handlers.rbac import Permission
+from memoryd.handlers.caller import Caller
+from memoryd.handlers.pipeline import MessagePipeline
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.protocol.models import Event
 from memoryd.storage.store import Storage
@@ -48,6 +48,7 @@ class Services:
     whatsapp: WhatsAppBridge | None = None  # set when WHATSAPP_APP_SECRET is configured
     wake_jobs: Callable[[], None] = lambda: None  # a job was enqueued: run it now
     ai: AIRuntime = field(default_factory=AIRuntime)  # Memo: provider, limits, metrics
+    pipeline: MessagePipeline = field(default_factory=MessagePipeline)  # send planners
 
     def publish(self, user_id: UUID, *events: Event | None) -> None:
         committed = [e for e in events if e is not None]
@@ -55,20 +56,4 @@ class Services:
             self.events.publish(user_id, committed)
 
 
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated user behind a request (from a verified access token)."""
-
-    user_id: UUID
-    email: str
-    role: str
-    permissions: frozenset[str]
-    device_id: UUID | None = None
-
-    def require(self, permission: Permission) -> None:
-        if permission.value not in self.permissions:
-            raise Forbidden(
-                f"Missing permission: {permission.value}",
-                code="forbidden",
-                details={"permission": permission.value},
-            )
+__all__ = ["Caller", "EventSink", "NoDelivery", "Services"]

@@ -8,9 +8,9 @@ message of the contact's thread, or a status into a forward-only status change. 
 retries webhooks for days; the dedupe keys and the message's ``clientMsgId``
 (``wa:<wamid>``) make every retry a no-op.
 
-Outbound: `plan_outbound` marks a message sent in a WhatsApp thread ``pending`` and gives
-`MessageStore.create` a ``whatsapp.outbound`` job (dedupe key: the message id) to enqueue
-in the same transaction. `deliver_outbound` sends it once: the wamid is recorded before the
+Outbound: `plan_outbound`, a send planner, marks a message sent in a WhatsApp thread
+``pending`` and adds a ``whatsapp.outbound`` job (dedupe key: the message id) to the send's
+transaction. `deliver_outbound` sends it once: the wamid is recorded before the
 job finishes, and a retry that finds one recorded does not send again.
 """
 
@@ -23,7 +23,7 @@ import logging
 import mimetypes
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -33,8 +33,9 @@ import msgspec
 from memoryd.bridges.whatsapp import GraphError, WhatsAppBridge
 from memoryd.crypto import DecryptionFailed, verify_hub_signature
 from memoryd.errors import Conflict, Forbidden, ValidationFailed
-from memoryd.handlers.context import Caller, Services
+from memoryd.handlers.context import Services
 from memoryd.handlers.jobs import PermanentFailure, RetryLater
+from memoryd.handlers.pipeline import Send
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.models import Message
 from memoryd.storage.jobs import Job, NewJob
@@ -467,26 +468,20 @@ async def process_inbound(svc: Services, job: Job) -> dict[str, Any]:
 # -- outbound -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OutboundPlan:
-    message: NewMessage
-    job: Callable[[Message], NewJob | None]
-
-
-async def plan_outbound(
-    svc: Services, caller: Caller, memory_id: UUID, new: NewMessage
-) -> OutboundPlan | None:
-    """None for a memory that is not a WhatsApp thread. Otherwise the message to store
-    (``pending``, with the contact in its metadata) and its outbox job."""
-    target = await svc.store.whatsapp.outbound_target(caller.user_id, memory_id)
+async def plan_outbound(send: Send) -> None:
+    """The send pipeline's planner for WhatsApp threads (its contact was read in the
+    send's transaction): the message is stored ``pending``, with the contact in its
+    metadata, together with its outbox job. Other memories are left alone."""
+    target = send.context.whatsapp
     if target is None:
-        return None
-    caller.require(Permission.SYNC_WHATSAPP)
+        return
+    send.caller.require(Permission.SYNC_WHATSAPP)
     if not target.connected:
         raise Conflict(
             "WhatsApp is not connected: connect it again to reply in this thread",
             code="whatsapp_not_connected",
         )
+    new = send.message
     problems = []
     if new.message_type != "text":
         problems.append({"field": "messageType", "message": "only text goes to WhatsApp"})
@@ -503,9 +498,9 @@ async def plan_outbound(
     for key in _RESERVED:
         metadata.pop(key, None)
     metadata.update(source="whatsapp", to=target.wa_id)
-    user_id = caller.user_id
+    user_id = send.caller.user_id
 
-    def job(message: Message) -> NewJob:
+    async def job(message: Message) -> NewJob:
         return NewJob(
             kind=OUTBOUND,
             payload={"messageId": str(message.id)},
@@ -513,17 +508,8 @@ async def plan_outbound(
             dedupe_key=str(message.id),
         )
 
-    stored = NewMessage(
-        content=new.content,
-        message_type=new.message_type,
-        metadata=metadata,
-        attachments=new.attachments,
-        parent_id=new.parent_id,
-        client_msg_id=new.client_msg_id,
-        is_ai_generated=new.is_ai_generated,
-        status="pending",
-    )
-    return OutboundPlan(message=stored, job=job)
+    send.message = replace(new, metadata=metadata, status="pending")
+    send.add_job(job)
 
 
 def _decrypt(bridge: WhatsAppBridge, ciphertext: str, user_id: UUID) -> str | None:

@@ -120,6 +120,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         services.wake_jobs = jobs.wake
         services.ai = AIRuntime(provider=provider_for(settings), hooks=ServerAIHooks(app))
         jobs.register(AI_REPLY, ai_reply.job_handler(services))
+        services.pipeline.add_planner("whatsapp", whatsapp.plan_outbound)  # send planners,
+        services.pipeline.add_planner("memo", ai_reply.send_planner(services))  # in order
         if services.whatsapp is not None:  # only nodes configured for WhatsApp run its jobs
             for kind, handler in whatsapp.job_handlers(services).items():
                 jobs.register(kind, handler)

@@ -795,3 +795,23 @@ async def test_replying_after_disconnect_is_refused_and_plain_threads_are_untouc
     note = await user.post(f"/api/memories/{plain.body['memory']['id']}/messages",
                            json={"content": "just a note"})  # fmt: skip
     assert note.status == 201 and note.body["message"]["status"] == "sent"
+
+
+async def test_a_resend_after_disconnect_replays_the_stored_message(
+    api: Api, db: Database, graph: FakeGraph, driver: WebhookDriver
+) -> None:
+    """The same clientMsgId after the number was disconnected answers with the message
+    stored the first time (docs/protocol.md), not 409: replay first, then check."""
+    user, number = await connected_user(api, db, graph)
+    memory_id = await start_thread(user, driver, number, wa_id())
+    path = f"/api/memories/{memory_id}/messages"
+    body = {"content": "See you at 5", "clientMsgId": "wa-replay-1"}
+    first = await user.post(path, json=body)
+    assert first.status == 201, first.body
+    assert (await user.delete("/api/sync/whatsapp")).status == 204
+    again = await user.post(path, json=body)
+    assert again.status == 201, again.body
+    assert again.header("Idempotent-Replayed") == "true"
+    assert again.body["message"]["id"] == first.body["message"]["id"]
+    fresh = await user.post(path, json={**body, "clientMsgId": "wa-replay-2"})
+    assert fresh.status == 409 and fresh.body["error"]["code"] == "whatsapp_not_connected"

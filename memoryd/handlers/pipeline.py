@@ -1,0 +1,145 @@
+"""The send pipeline: features plan a message's send, edit and delete by registration.
+
+A send runs in one storage transaction (`MessageStore.create`). Storage first takes the
+per-memory seq and checks the ``clientMsgId``: a resend gets the stored message back and
+no planner runs (a replay is never refused by checks meant for new work, and starts no
+job twice). Otherwise every registered planner runs, in registration order, with a
+`Send`. A planner may
+
+- refuse: raise a `ClientError` (nothing is stored);
+- adjust the message: ``send.message = dataclasses.replace(send.message, status=...)``;
+- add durable jobs: ``send.add_job(factory)``, a factory called with the stored message
+  inside the transaction (it may still refuse, e.g. a rate limit spent only here);
+- ask storage for an in-transaction check or side effect: ``send.add_step(step)``, a
+  storage-defined `TxStep` run right after the message row is written.
+
+Edits and deletes take listeners the same way (`on_edit`, `on_delete`): each gets a
+`Change` with the message (after the edit, or as it was before the delete) and adds jobs
+or steps to that change's transaction.
+
+Planners are bound to the services at start-up, like job handlers::
+
+    pipeline.add_planner("whatsapp", whatsapp.send_planner(svc))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+from uuid import UUID
+
+from memoryd.handlers.caller import Caller
+from memoryd.protocol.models import Message
+from memoryd.protocol.requests import SendMessageRequest
+from memoryd.storage.jobs import NewJob
+from memoryd.storage.messages import (
+    ChangePlan,
+    JobFactory,
+    NewMessage,
+    SendContext,
+    SendPlan,
+    TxStep,
+)
+
+
+@dataclass
+class Send:
+    """One new message being stored, as the planners see it (inside its transaction)."""
+
+    caller: Caller
+    memory_id: UUID
+    request: SendMessageRequest
+    context: SendContext  # read in the send's transaction: memory metadata, WhatsApp thread
+    message: NewMessage  # what will be stored; planners replace it to adjust it
+    jobs: list[JobFactory] = field(default_factory=list)
+    steps: list[TxStep] = field(default_factory=list)
+
+    def add_job(self, job: NewJob | JobFactory) -> None:
+        """Enqueue a job with the message: a `NewJob`, or a factory given the stored
+        message (async; it may return None to add nothing, or raise to refuse)."""
+        if isinstance(job, NewJob):
+            fixed = job
+
+            async def factory(message: Message) -> NewJob:
+                return fixed
+
+            self.jobs.append(factory)
+        else:
+            self.jobs.append(job)
+
+    def add_step(self, step: TxStep) -> None:
+        self.steps.append(step)
+
+    def plan(self) -> SendPlan:
+        return SendPlan(message=self.message, jobs=tuple(self.jobs), steps=tuple(self.steps))
+
+
+@dataclass
+class Change:
+    """An edited or deleted message, as its listeners see it (inside its transaction)."""
+
+    caller: Caller
+    message: Message  # after the edit, or as it was before the delete
+    jobs: list[NewJob] = field(default_factory=list)
+    steps: list[TxStep] = field(default_factory=list)
+
+    def add_job(self, job: NewJob) -> None:
+        self.jobs.append(job)
+
+    def add_step(self, step: TxStep) -> None:
+        self.steps.append(step)
+
+    def plan(self) -> ChangePlan:
+        return ChangePlan(jobs=list(self.jobs), steps=list(self.steps))
+
+
+SendPlanner = Callable[[Send], Awaitable[None]]
+ChangeListener = Callable[[Change], Awaitable[None]]
+
+
+Hook = TypeVar("Hook")
+
+
+class MessagePipeline:
+    """The registered planners of sends and listeners of edits and deletes."""
+
+    def __init__(self) -> None:
+        self._planners: dict[str, SendPlanner] = {}
+        self._on_edit: dict[str, ChangeListener] = {}
+        self._on_delete: dict[str, ChangeListener] = {}
+
+    def add_planner(self, name: str, planner: SendPlanner) -> None:
+        """Run ``planner`` on every new message, after the ones registered before it."""
+        _add(self._planners, name, planner)
+
+    def on_edit(self, name: str, listener: ChangeListener) -> None:
+        _add(self._on_edit, name, listener)
+
+    def on_delete(self, name: str, listener: ChangeListener) -> None:
+        _add(self._on_delete, name, listener)
+
+    @property
+    def planners(self) -> tuple[str, ...]:
+        return tuple(self._planners)
+
+    async def plan_send(self, send: Send) -> SendPlan:
+        for planner in self._planners.values():
+            await planner(send)
+        return send.plan()
+
+    async def edited(self, change: Change) -> ChangePlan:
+        for listener in self._on_edit.values():
+            await listener(change)
+        return change.plan()
+
+    async def deleted(self, change: Change) -> ChangePlan:
+        for listener in self._on_delete.values():
+            await listener(change)
+        return change.plan()
+
+
+def _add(table: dict[str, Hook], name: str, hook: Hook) -> None:
+    if name in table:
+        raise ValueError(f"{name!r} is registered already")
+    table[name] = hook
