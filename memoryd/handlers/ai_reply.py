@@ -282,6 +282,7 @@ async def store_outcome(
                 is_ai_generated=True,
                 status=status,
             ),
+            plan=svc.pipeline.server_plan(),
         )
     except ClientError as exc:  # the thread or the question was deleted meanwhile
         log.info("AI reply not stored: %s", exc.message)

@@ -72,7 +72,7 @@ async def send_message(
     )
     planned: list[SendPlan] = []
 
-    async def plan(context: SendContext) -> SendPlan:
+    async def plan(context: SendContext, new: NewMessage) -> SendPlan:
         # Only new work from here on: the replay check is behind us.
         caller.require(Permission.WRITE_MEMORIES)
         _check_content_length(svc, req.content)

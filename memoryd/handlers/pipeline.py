@@ -34,9 +34,11 @@ from memoryd.protocol.models import Message
 from memoryd.protocol.requests import SendMessageRequest
 from memoryd.storage.jobs import NewJob
 from memoryd.storage.messages import (
+    ChangeHook,
     ChangePlan,
     JobFactory,
     NewMessage,
+    Planner,
     SendContext,
     SendPlan,
     TxStep,
@@ -77,10 +79,12 @@ class Send:
 
 @dataclass
 class Change:
-    """An edited or deleted message, as its listeners see it (inside its transaction)."""
+    """A created, edited or deleted message, as its listeners see it (inside its
+    transaction). ``caller`` is None for a message the server makes itself (Memo's
+    reply, a WhatsApp inbound message)."""
 
-    caller: Caller
-    message: Message  # after the edit, or as it was before the delete
+    caller: Caller | None
+    message: Message  # as stored, after the edit, or as it was before the delete
     jobs: list[NewJob] = field(default_factory=list)
     steps: list[TxStep] = field(default_factory=list)
 
@@ -106,12 +110,18 @@ class MessagePipeline:
 
     def __init__(self) -> None:
         self._planners: dict[str, SendPlanner] = {}
+        self._on_create: dict[str, ChangeListener] = {}
         self._on_edit: dict[str, ChangeListener] = {}
         self._on_delete: dict[str, ChangeListener] = {}
 
     def add_planner(self, name: str, planner: SendPlanner) -> None:
         """Run ``planner`` on every new message, after the ones registered before it."""
         _add(self._planners, name, planner)
+
+    def on_create(self, name: str, listener: ChangeListener) -> None:
+        """Run ``listener`` on every message stored: a user's send (after its planners)
+        and a message the server makes (Memo's replies, WhatsApp inbound)."""
+        _add(self._on_create, name, listener)
 
     def on_edit(self, name: str, listener: ChangeListener) -> None:
         _add(self._on_edit, name, listener)
@@ -126,7 +136,34 @@ class MessagePipeline:
     async def plan_send(self, send: Send) -> SendPlan:
         for planner in self._planners.values():
             await planner(send)
-        return send.plan()
+        plan = send.plan()
+        plan.hooks = self.creation_hooks(send.caller)
+        return plan
+
+    def creation_hooks(self, caller: Caller | None) -> tuple[ChangeHook, ...]:
+        """The storage hooks that run the ``on_create`` listeners for a new message."""
+        if not self._on_create:
+            return ()
+
+        async def hook(message: Message) -> ChangePlan:
+            return await self.created(Change(caller=caller, message=message))
+
+        return (hook,)
+
+    def server_plan(self) -> Planner:
+        """The ``plan`` for `MessageStore.create` of a message the server makes: no send
+        planner (it is no user's send), only the ``on_create`` listeners."""
+        hooks = self.creation_hooks(None)
+
+        async def plan(context: SendContext, new: NewMessage) -> SendPlan:
+            return SendPlan(message=new, hooks=hooks)
+
+        return plan
+
+    async def created(self, change: Change) -> ChangePlan:
+        for listener in self._on_create.values():
+            await listener(change)
+        return change.plan()
 
     async def edited(self, change: Change) -> ChangePlan:
         for listener in self._on_edit.values():

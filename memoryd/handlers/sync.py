@@ -183,7 +183,7 @@ async def force_sync(svc: Services, caller: Caller, req: ForceSyncRequest) -> Fo
         raise Conflict("WhatsApp is not connected", code="whatsapp_not_connected")
     kinds = {
         "push": [whatsapp.OUTBOUND],
-        "pull": [whatsapp.INBOUND],
+        "pull": [whatsapp.INBOUND, whatsapp.MEDIA],
         "both": list(whatsapp.KINDS),
     }[req.direction]
     count = await svc.store.jobs.redrive(kinds, caller.user_id)

@@ -39,14 +39,15 @@ from memoryd.handlers.pipeline import Send
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.models import Message
 from memoryd.storage.jobs import Job, NewJob
-from memoryd.storage.messages import NewMessage
+from memoryd.storage.messages import JobFactory, NewMessage, SendContext, SendPlan
 from memoryd.storage.whatsapp import FORWARD_FROM, NewFile
 
 log = logging.getLogger("memoryd.whatsapp")
 
 INBOUND = "whatsapp.inbound"
 OUTBOUND = "whatsapp.outbound"
-KINDS = (INBOUND, OUTBOUND)
+MEDIA = "whatsapp.media"  # an inbound message's media, fetched after the message is stored
+KINDS = (INBOUND, OUTBOUND, MEDIA)
 CATEGORY = ("WhatsApp", "message-circle", "#25D366")
 MAX_TEXT = 4096  # the Cloud API's limit for a text body
 # Reserved metadata keys a client cannot set on a message it sends to WhatsApp.
@@ -282,23 +283,34 @@ def _extension(mime_type: str, filename: str | None) -> str:
     return guessed or ".bin"
 
 
-async def _fetch_media(
-    svc: Services,
-    bridge: WhatsAppBridge,
-    job: Job,
-    token: str | None,
-    memory_id: UUID,
-    wamid: str,
-    media: dict[str, Any],
-) -> tuple[list[UUID], dict[str, Any]]:
-    """Download a message's media into a ``files`` row: ``([file id], {})``, or
-    ``([], {"mediaError": ...})`` when it cannot be had. Transient failures retry."""
+async def fetch_media(svc: Services, job: Job) -> dict[str, Any]:
+    """The ``whatsapp.media`` job of an inbound media message, already stored and
+    delivered with ``mediaStatus: pending``: download the media into a ``files`` row and
+    attach it (``mediaStatus: stored``), or after the last retry, or at once when Meta
+    cannot give it, mark it ``failed`` with Meta's error code and title. Each step is a
+    ``message.updated`` event; a retry of a finished download attaches nothing twice."""
+    bridge = _bridge(svc)
     user_id = job.user_id
-    assert user_id is not None
+    payload = _dict(job.payload)
+    if user_id is None or not isinstance(payload.get("messageId"), str):
+        raise PermanentFailure("media job without a user or message")
+    message_id = UUID(payload["messageId"])
+    message = await svc.store.messages.get(user_id, message_id)
+    if message is None:
+        return {"skipped": "message deleted"}
+    if _dict(message.metadata).get("mediaStatus") == "stored":
+        return {"messageId": str(message_id), "duplicate": True}
+    media = _dict(payload.get("media"))
+    wamid = str(payload.get("wamid") or "")
     media_id = str(media.get("id") or "")
+    connection = await svc.store.whatsapp.connection(user_id)
+    token = None
+    if connection is not None and connection.phone_number_id == payload.get("phoneNumberId"):
+        token = _decrypt(bridge, connection.access_token, user_id)
     if not media_id or token is None:
         why = "no media id" if not media_id else "WhatsApp is not connected"
-        return [], {"mediaError": {"title": why}}
+        await _media_failed(svc, user_id, message_id, {"code": None, "title": why})
+        return {"messageId": str(message_id), "mediaStatus": "failed"}
     # The same wamid always makes the same file id and path: a retry rewrites, never adds.
     file_id = uuid5(NAMESPACE_URL, f"memoryd:whatsapp:{user_id}:{wamid}")
     try:
@@ -316,13 +328,17 @@ async def _fetch_media(
                 f"media {media_id}: {exc}", _retry_delay(bridge, job.attempts)
             ) from None
         log.warning("WhatsApp media not stored", extra={"wamid": wamid, "error": str(exc)})
-        return [], {"mediaError": {"code": exc.code, "title": exc.title}}
+        await _media_failed(svc, user_id, message_id, {"code": exc.code, "title": exc.title})
+        if exc.transient:  # retries used up: failed, and `POST /api/sync/force` redrives it
+            raise PermanentFailure(f"media {media_id}: {exc}") from None
+        return {"messageId": str(message_id), "mediaStatus": "failed", "code": exc.code}
     original = str(media.get("filename") or path.name)
-    await svc.store.whatsapp.add_file(
+    result = await svc.store.whatsapp.attach_file(
+        message_id,
         NewFile(
             id=file_id,
             user_id=user_id,
-            memory_id=memory_id,
+            memory_id=message.memory_id,
             filename=path.name,
             original_filename=original[:255],
             file_type=info.mime_type[:100],
@@ -330,9 +346,22 @@ async def _fetch_media(
             storage_path=relative,
             metadata={"source": "whatsapp", "wamid": wamid, "mediaId": media_id,
                       "sha256": got.sha256},
-        )
+        ),
+        {"mediaStatus": "stored"},
     )  # fmt: skip
-    return [file_id], {}
+    if result is not None:
+        svc.publish(user_id, result[1])
+    return {"messageId": str(message_id), "mediaStatus": "stored", "fileId": str(file_id)}
+
+
+async def _media_failed(
+    svc: Services, user_id: UUID, message_id: UUID, error: dict[str, Any]
+) -> None:
+    result = await svc.store.whatsapp.merge_metadata(
+        user_id, message_id, {"mediaStatus": "failed", "mediaError": error}
+    )
+    if result is not None:
+        svc.publish(user_id, result[1])
 
 
 async def _inbound_message(
@@ -373,22 +402,22 @@ async def _inbound_message(
     }
     if keep_raw:
         metadata["raw"] = message
-    attachments: list[UUID] = []
-    if media is not None:
-        connection = await svc.store.whatsapp.connection(user_id)
-        token = None
-        if connection is not None and connection.phone_number_id == payload.get("phoneNumberId"):
-            token = _decrypt(bridge, connection.access_token, user_id)
-        attachments, problem = await _fetch_media(
-            svc, bridge, job, token, thread.memory_id, wamid, media
-        )
-        metadata.update(problem)
+    if media is not None:  # stored and delivered now; the media follows as its own job
+        metadata["mediaStatus"] = "pending"
     parent_id = None
     replied_to = _dict(message.get("context")).get("id")
     if replied_to:
         parent = await svc.store.whatsapp.message_by_wamid(user_id, str(replied_to))
         if parent is not None and parent.memory_id == thread.memory_id:
             parent_id = parent.id
+    base = svc.pipeline.server_plan()
+
+    async def plan(context: SendContext, new: NewMessage) -> SendPlan:
+        planned = await base(context, new)
+        if media is not None:
+            planned.jobs = (_media_job(user_id, payload, wamid, media),)
+        return planned
+
     stored, event = await svc.store.messages.create(
         user_id,
         thread.memory_id,
@@ -396,14 +425,31 @@ async def _inbound_message(
             content=content,
             message_type=message_type,
             metadata=metadata,
-            attachments=tuple(attachments),
             parent_id=parent_id,
             client_msg_id=client_msg_id,
         ),
+        plan=plan,
     )
+    if event is not None and media is not None:
+        svc.wake_jobs()
     svc.publish(user_id, event)
     await svc.store.whatsapp.set_sync_state(user_id, synced=True, status="connected")
     return {"messageId": str(stored.id), "duplicate": event is None}
+
+
+def _media_job(
+    user_id: UUID, payload: dict[str, Any], wamid: str, media: dict[str, Any]
+) -> JobFactory:
+    async def build(message: Message) -> NewJob:
+        return NewJob(
+            kind=MEDIA,
+            payload={"messageId": str(message.id), "wamid": wamid, "media": media,
+                     "phoneNumberId": payload.get("phoneNumberId")},
+            user_id=user_id,
+            dedupe_key=_dedupe_key("media", wamid),
+        )  # fmt: skip
+
+    return build
 
 
 async def _inbound_status(
@@ -621,4 +667,7 @@ def job_handlers(svc: Services) -> dict[str, Callable[[Job], Awaitable[Any]]]:
     async def outbound(job: Job) -> Any:
         return await deliver_outbound(svc, job)
 
-    return {INBOUND: inbound, OUTBOUND: outbound}
+    async def media(job: Job) -> Any:
+        return await fetch_media(svc, job)
+
+    return {INBOUND: inbound, OUTBOUND: outbound, MEDIA: media}

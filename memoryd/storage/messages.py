@@ -50,6 +50,9 @@ class TxStep(Protocol):
     async def run(self, conn: asyncpg.Connection, message: Message) -> None: ...
 
 
+# Called in a message's transaction with the message as stored, after an edit, or as it
+# was before a delete: the jobs and steps to add to that transaction.
+ChangeHook = Callable[[Message], Awaitable["ChangePlan"]]
 # Builds the durable jobs of a message inside its transaction, once the row exists. May
 # raise a `ClientError` to refuse the change (the transaction rolls back).
 JobFactory = Callable[[Message], Awaitable[NewJob | Sequence[NewJob] | None]]
@@ -62,6 +65,7 @@ class SendPlan:
     message: NewMessage
     jobs: Sequence[JobFactory] = ()
     steps: Sequence[TxStep] = ()
+    hooks: Sequence[ChangeHook] = ()  # given the stored message, like an edit's hook
 
 
 @dataclass
@@ -73,10 +77,7 @@ class ChangePlan:
 
 
 # Called in the transaction after the replay check: refuse (raise), or say what to store.
-Planner = Callable[[SendContext], Awaitable[SendPlan]]
-# Called in an edit's or a delete's transaction with the message after the edit, or as
-# it was before the delete.
-ChangeHook = Callable[[Message], Awaitable[ChangePlan]]
+Planner = Callable[[SendContext, NewMessage], Awaitable["SendPlan"]]
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class MessageStore:
                     target = OutboundTarget(row["wa_id"], row["wa_name"], row["wa_connected"])
                 planned = SendPlan(new)
                 if plan is not None:
-                    planned = await plan(SendContext(row["metadata"], target))
+                    planned = await plan(SendContext(row["metadata"], target), new)
                 new = planned.message
                 if new.parent_id is not None:
                     await self._check_parent(conn, user_id, memory_id, new.parent_id)
@@ -192,6 +193,8 @@ class MessageStore:
                     built = await factory(message)
                     for job in [built] if isinstance(built, NewJob) else built or ():
                         await enqueue(conn, job)
+                for hook in planned.hooks:
+                    await _apply(conn, message, await hook(message))
                 return message, await append_event(conn, user_id, "message.created", message)
         except asyncpg.UniqueViolationError:
             assert new.client_msg_id is not None

@@ -360,7 +360,9 @@ async def test_media_messages_are_downloaded_and_unknown_types_kept(
 
     async def all_stored() -> list[dict[str, Any]] | None:
         found = await thread_messages(user, memory_id)
-        return found if len(found) == 1 + len(posts) else None
+        # Media comes after its message, as a job of its own: wait for every outcome.
+        waiting = [m for m in found if (m["metadata"] or {}).get("mediaStatus") == "pending"]
+        return found if len(found) == 1 + len(posts) and not waiting else None
 
     stored = {
         m["metadata"]["waType"] + str(i): m for i, m in enumerate(await eventually(all_stored))
@@ -394,6 +396,67 @@ async def test_media_messages_are_downloaded_and_unknown_types_kept(
     assert odd["metadata"]["raw"]["errors"][0]["code"] == 131051
     # Media Meta cannot give us: the message is kept, with the reason, never dropped.
     assert gone["attachments"] == [] and gone["metadata"]["mediaError"]["code"] == 100
+    assert gone["metadata"]["mediaStatus"] == "failed"
+    assert gone["metadata"]["mediaError"]["title"].startswith("Unsupported get request")
+    assert {pic["metadata"]["mediaStatus"], note["metadata"]["mediaStatus"]} == {"stored"}
+
+
+async def test_media_messages_reach_devices_at_once_and_get_their_file_once_later(
+    node: RunningServer, api: Api, db: Database, graph: FakeGraph, driver: WebhookDriver
+) -> None:
+    """While Meta's media lookups fail, every inbound media message still reaches the
+    devices within 2 s (``mediaStatus: pending``); once the lookups recover, each gets its
+    file exactly once, with a ``message.updated`` event."""
+    user, number = await connected_user(api, db, graph)
+    contact = wa_id()
+    memory_id = await start_thread(user, driver, number, contact, name="Hedy")
+    items = [graph.add_media(b"\x89PNG\r\n\x1a\n" + bytes([i]) * 2000, "image/png")
+             for i in range(4)]  # fmt: skip
+    graph.fail("media", "500", times=1000)
+    async with connect(ws_url(node), user.token) as device:
+        started = time.monotonic()
+        wamids = []
+        for i, (media_id, item) in enumerate(items):
+            payload = driver.message(
+                number, wa_id=contact, name="Hedy", type="image",
+                content={"id": media_id, "mime_type": item.mime_type,
+                         "sha256": item.sha256_b64, "caption": f"photo {i}"},
+            )  # fmt: skip
+            wamids.append(payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
+            assert (await driver.post(payload)).body["stored"] == 1
+        created: dict[str, dict[str, Any]] = {}
+        while len(created) < len(items):
+            event = await next_event(device, "message.created", timeout=2.0)
+            created[event.data["metadata"]["wamid"]] = event.data
+        assert time.monotonic() - started < 2.0
+        assert set(created) == set(wamids)
+        for i, wamid in enumerate(wamids):
+            msg = created[wamid]
+            assert (msg["messageType"], msg["content"]) == ("image", f"photo {i}")
+            assert msg["attachments"] == [] and msg["metadata"]["mediaStatus"] == "pending"
+            assert msg["metadata"]["from"] == contact and msg["memoryId"] == memory_id
+        await asyncio.sleep(0.3)  # a few failing lookups and retries
+        assert not any(m["attachments"] for m in await thread_messages(user, memory_id))
+
+        graph._failures["media"].clear()  # Meta's media host is back
+        updated: dict[str, dict[str, Any]] = {}
+        while len(updated) < len(items):
+            event = await next_event(device, "message.updated", timeout=15.0)
+            wamid = event.data["metadata"]["wamid"]
+            assert wamid not in updated  # one update per message: the file, once
+            updated[wamid] = event.data
+        for wamid, msg in updated.items():
+            assert msg["metadata"]["mediaStatus"] == "stored" and len(msg["attachments"]) == 1
+            assert msg["id"] == created[wamid]["id"]
+        await asyncio.sleep(0.3)
+        with pytest.raises(TimeoutError):
+            await next_event(device, "message.updated", timeout=0.3)
+    rows = await db.fetch(
+        "SELECT message_id, count(*) AS n FROM files WHERE user_id = $1::uuid GROUP BY 1",
+        user.user["id"],  # type: ignore[attr-defined]
+    )
+    assert sorted(r["n"] for r in rows) == [1] * len(items)
+    assert {str(r["message_id"]) for r in rows} == {m["id"] for m in created.values()}
 
 
 # -- outbound ----------------------------------------------------------------------------------
