@@ -7,6 +7,8 @@ Wire formats (https://developers.facebook.com/docs/whatsapp/cloud-api):
 - ``GET /{media-id}`` -> ``{url, mime_type, sha256, file_size, id, messaging_product}``;
   the ``url`` is short-lived and is fetched with the same bearer token.
 - ``GET /{phone-number-id}`` -> ``{id, display_phone_number, verified_name, ...}``.
+- ``GET /{waba-id}/phone_numbers`` -> ``{data: [{id, display_phone_number, ...}],
+  paging: {cursors: {before, after}, next?}}``: ``next`` only while more pages follow.
 - Errors: ``{error: {message, type, code, error_subcode?, error_data?, fbtrace_id}}``.
 
 The base URL (``WHATSAPP_GRAPH_URL``) carries a pinned API version, so a test points it at
@@ -153,6 +155,31 @@ class GraphClient:
         path = f"/{_segment(phone_number_id)}?fields={fields}"
         return await self._call("GET", path, token)
 
+    async def phone_numbers(
+        self, token: str, business_account_id: str, *, max_pages: int = 20
+    ) -> list[dict[str, Any]]:
+        """Every phone number of a WhatsApp Business Account, following Graph's cursor
+        paging (``paging.cursors.after`` while ``paging.next`` is present)."""
+        numbers: list[dict[str, Any]] = []
+        after: str | None = None
+        base = f"/{_segment(business_account_id)}/phone_numbers"
+        for _ in range(max_pages):
+            query = "fields=id,display_phone_number,verified_name&limit=100"
+            if after:
+                query += f"&after={quote(after, safe='')}"
+            data = await self._call("GET", f"{base}?{query}", token)
+            page = data.get("data")
+            if not isinstance(page, list):
+                raise GraphError(502, "Graph API answered a phone number list without data")
+            numbers += [n for n in page if isinstance(n, dict)]
+            paging = _object(data.get("paging"))
+            after = _object(paging.get("cursors")).get("after")
+            if not isinstance(after, str):
+                after = None
+            if not paging.get("next") or not after:
+                break
+        return numbers
+
     async def media(self, token: str, media_id: str) -> MediaInfo:
         data = await self._call("GET", f"/{_segment(media_id)}", token)
         if not isinstance(data.get("url"), str):
@@ -213,6 +240,10 @@ class GraphClient:
         if not isinstance(data, dict):
             raise GraphError(502, "Graph API answered with no JSON object", ambiguous=True)
         return data
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _segment(value: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 import msgspec
@@ -29,13 +29,25 @@ GraphId = Annotated[
 ]
 
 
-class ConnectWhatsAppRequest(msgspec.Struct, rename="camel", kw_only=True):
-    """``phoneNumber`` is the **phone number id** Meta shows under WhatsApp > API Setup,
-    not the phone number itself."""
+PhoneNumber = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^\+?[0-9][0-9 ().\-]{0,40}$",
+        extra={"message": "must be a phone number or a Graph API phone number id"},
+    ),
+]
 
-    phone_number: GraphId
+
+class ConnectWhatsAppRequest(msgspec.Struct, rename="camel", kw_only=True):
+    """``phoneNumber`` is the business phone number in any common formatting
+    (``+1 555-078-3881``), resolved among the numbers of ``businessAccountId``, or the
+    **phone number id** Meta shows under WhatsApp > API Setup. ``phoneNumberId`` names
+    the id explicitly (then ``phoneNumber`` may be left out)."""
+
     business_account_id: GraphId
     access_token: Annotated[str, msgspec.Meta(min_length=8, max_length=4096)]
+    phone_number: PhoneNumber | None = None
+    phone_number_id: GraphId | None = None
 
 
 class ConnectWhatsAppResult(msgspec.Struct, rename="camel", kw_only=True):
@@ -104,36 +116,96 @@ def _configured(svc: Services) -> WhatsAppBridge:
     return svc.whatsapp
 
 
+def _rejected(exc: GraphError, field: str) -> ClientError:
+    if exc.transient:
+        return WhatsAppUnavailable(f"The Graph API could not be reached: {exc}")
+    if exc.code == 190 or exc.status == 401:
+        field = "accessToken"
+    return ValidationFailed(
+        "WhatsApp refused the phone number, the account or the access token",
+        code="whatsapp_rejected",
+        details=[{"field": field, "message": exc.message}],
+    )
+
+
+def _digits(value: str) -> str:
+    return "".join(c for c in value if c.isdigit())
+
+
+async def _by_id(bridge: WhatsAppBridge, token: str, number_id: str) -> dict[str, Any] | None:
+    """The number with this Graph id; None when Graph knows no such object."""
+    try:
+        info = await bridge.graph.phone_number(token, number_id)
+    except GraphError as exc:
+        if exc.status == 400 and exc.code == 100:
+            return None
+        raise _rejected(exc, "phoneNumber") from None
+    return info if str(info.get("id")) == number_id else None
+
+
+async def _by_number(
+    bridge: WhatsAppBridge, token: str, account: str, phone_number: str
+) -> dict[str, Any]:
+    """The account's number whose ``display_phone_number`` has these digits."""
+    try:
+        numbers = await bridge.graph.phone_numbers(token, account)
+    except GraphError as exc:
+        field = "businessAccountId" if exc.status == 400 and exc.code == 100 else "phoneNumber"
+        raise _rejected(exc, field) from None
+    wanted = _digits(phone_number)
+    for number in numbers:
+        if wanted and _digits(str(number.get("display_phone_number") or "")) == wanted:
+            return number
+    shown = [str(n.get("display_phone_number")) for n in numbers if n.get("display_phone_number")]
+    has = ", ".join(shown[:20]) + (f" and {len(shown) - 20} more" if len(shown) > 20 else "")
+    raise ValidationFailed(
+        "That phone number is not a number of this WhatsApp Business Account",
+        code="whatsapp_unknown_number",
+        details=[{"field": "phoneNumber",
+                  "message": f"not a number of the account; it has: {has or 'no numbers'}"}],
+    )  # fmt: skip
+
+
+async def _resolve(bridge: WhatsAppBridge, req: ConnectWhatsAppRequest) -> dict[str, Any]:
+    """``{id, display_phone_number, verified_name}`` of the number the request names."""
+    token = req.access_token
+    if req.phone_number_id is not None:
+        info = await _by_id(bridge, token, req.phone_number_id)
+        if info is None:
+            raise ValidationFailed(
+                "WhatsApp refused the phone number id",
+                code="whatsapp_rejected",
+                details=[{"field": "phoneNumberId", "message": "not a phone number id"}],
+            )
+        return info
+    if req.phone_number is None:
+        missing = "phoneNumber or phoneNumberId is required"
+        raise ValidationFailed(
+            "Validation failed", details=[{"field": "phoneNumber", "message": missing}]
+        )
+    if req.phone_number.isdigit():  # an id as before, else a number written without spaces
+        info = await _by_id(bridge, token, req.phone_number)
+        if info is not None:
+            return info
+    return await _by_number(bridge, token, req.business_account_id, req.phone_number)
+
+
 async def connect_whatsapp(
     svc: Services, caller: Caller, req: ConnectWhatsAppRequest, webhook_url: str
 ) -> ConnectWhatsAppResult:
-    """Check the number and token with the Graph API, then store the token encrypted."""
+    """Resolve and check the number and token with the Graph API, then store the token
+    encrypted."""
     caller.require(Permission.SYNC_WHATSAPP)
     bridge = _configured(svc)
-    try:
-        info = await bridge.graph.phone_number(req.access_token, req.phone_number)
-    except GraphError as exc:
-        if exc.transient:
-            raise WhatsAppUnavailable(f"The Graph API could not be reached: {exc}") from None
-        field = "accessToken" if exc.code == 190 or exc.status == 401 else "phoneNumber"
-        raise ValidationFailed(
-            "WhatsApp refused the phone number id or the access token",
-            code="whatsapp_rejected",
-            details=[{"field": field, "message": exc.message}],
-        ) from None
-    if str(info.get("id")) != req.phone_number:
-        raise ValidationFailed(
-            "WhatsApp refused the phone number id",
-            code="whatsapp_rejected",
-            details=[{"field": "phoneNumber", "message": "not a phone number id"}],
-        )
+    info = await _resolve(bridge, req)
+    number_id = str(info["id"])
     display = info.get("display_phone_number")
     verified = info.get("verified_name")
     await svc.store.whatsapp.connect(
         caller.user_id,
         bridge.box.encrypt(req.access_token, whatsapp.token_aad(caller.user_id)),
         {
-            "phoneNumberId": req.phone_number,
+            "phoneNumberId": number_id,
             "businessAccountId": req.business_account_id,
             "displayPhoneNumber": display,
             "verifiedName": verified,

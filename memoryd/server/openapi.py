@@ -319,8 +319,12 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/api/sync/whatsapp/connect", "connectWhatsApp",
        "Connect a WhatsApp Business number", "Sync", response=ConnectWhatsAppResult,
        body=ConnectWhatsAppRequest, permission=Permission.SYNC_WHATSAPP,
-       errors=(409, 502, 503), notes="`phoneNumber` is the phone number **id** (Meta: "
-       "WhatsApp > API Setup). The number and token are checked with the Graph API "
+       errors=(409, 502, 503), notes="`phoneNumber` is the business phone number in any "
+       "common formatting (`+1 555-078-3881`), matched on its digits among the numbers of "
+       "`businessAccountId` (`GET /{businessAccountId}/phone_numbers`; 400 "
+       "`whatsapp_unknown_number` lists the account's numbers), or the phone number **id** "
+       "(Meta: WhatsApp > API Setup); `phoneNumberId` gives the id explicitly. The number "
+       "and token are checked with the Graph API "
        "(`whatsapp_rejected` 400 when refused); the token is stored encrypted "
        "(AES-256-GCM). 409 `whatsapp_number_taken` when another account has the number. "
        "Configure Meta's webhook with the returned `webhookUrl` and `verificationCode`. "

@@ -878,3 +878,62 @@ async def test_a_resend_after_disconnect_replays_the_stored_message(
     assert again.body["message"]["id"] == first.body["message"]["id"]
     fresh = await user.post(path, json={**body, "clientMsgId": "wa-replay-2"})
     assert fresh.status == 409 and fresh.body["error"]["code"] == "whatsapp_not_connected"
+
+
+async def test_connect_by_phone_number_in_any_formatting(
+    api: Api, db: Database, graph: FakeGraph, contract: Contract
+) -> None:
+    """The seed's front end sends the phone number itself: it is resolved among the
+    account's numbers (Graph's paging followed), an id still works, and so does an
+    explicit ``phoneNumberId``; a number the account lacks is a 400 listing its numbers."""
+    account = "1029" + str(uuid.uuid4().int)[:11]
+    area, line = f"{uuid.uuid4().int % 1000:03d}", f"{uuid.uuid4().int % 10000:04d}"
+    others = [graph.add_number(account=account) for _ in range(graph.page_size + 5)]
+    wanted = graph.add_number(display=f"+1 555-{area}-{line}", name="Ada's", account=account)
+    user = await promote(await api.register(), db)
+    path = "/api/sync/whatsapp/connect"
+    base = {"businessAccountId": account, "accessToken": graph.token}
+
+    async def stored_number() -> str:
+        return str(
+            await db.fetchval(
+                "SELECT settings->>'phoneNumberId' FROM sync_settings WHERE user_id = $1::uuid",
+                user.user["id"],  # type: ignore[attr-defined]
+            )
+        )
+
+    list_path = f"/v21.0/{account}/phone_numbers"
+    for written in (f"+1 555-{area}-{line}", f"1 (555) {area} {line}", f"1555{area}{line}",
+                    f"+1.555.{area}.{line}"):  # fmt: skip
+        before = sum(1 for m, p, _ in graph.requests if m == "GET" and p == list_path)
+        resp = await user.post(path, json={**base, "phoneNumber": written})
+        assert resp.status == 200, (written, resp.body)
+        assert resp.body["displayPhoneNumber"] == f"+1 555-{area}-{line}"
+        assert resp.body["verifiedName"] == "Ada's"
+        contract.check(resp, "POST", path)
+        assert await stored_number() == wanted
+        pages = sum(1 for m, p, _ in graph.requests if m == "GET" and p == list_path) - before
+        assert pages == 2  # 31 numbers: two pages of at most 25
+    by_id = await user.post(path, json={**base, "phoneNumber": others[0]})
+    assert by_id.status == 200 and await stored_number() == others[0]
+    explicit = await user.post(path, json={**base, "phoneNumberId": wanted})
+    assert explicit.status == 200 and await stored_number() == wanted
+
+    unknown = await user.post(path, json={**base, "phoneNumber": "+44 20 7946 0000"})
+    assert unknown.status == 400, unknown.body
+    assert unknown.body["error"]["code"] == "whatsapp_unknown_number"
+    detail = unknown.body["error"]["details"][0]
+    first = graph.numbers[others[0]]["display_phone_number"]
+    assert detail["field"] == "phoneNumber" and f"it has: {first}, " in detail["message"]
+    assert detail["message"].endswith(" and 11 more")  # 31 numbers, the first 20 named
+    contract.check(unknown, "POST", path)
+    for bad in ({**base}, {**base, "phoneNumber": "call me"}):
+        refused = await user.post(path, json=bad)
+        assert refused.status == 400, refused.body
+        assert refused.body["error"]["details"][0]["field"] == "phoneNumber"
+    nobody = await user.post(
+        path, json={**base, "businessAccountId": "999000111", "phoneNumber": "+1 555 000 0000"}
+    )
+    assert (
+        nobody.status == 400 and nobody.body["error"]["details"][0]["field"] == "businessAccountId"
+    )
