@@ -38,6 +38,7 @@ from memoryd.handlers.jobs import PermanentFailure, RetryLater
 from memoryd.handlers.pipeline import Send
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.models import Message
+from memoryd.protocol.whatsapp import WebhookReceipt
 from memoryd.storage.jobs import Job, NewJob
 from memoryd.storage.messages import JobFactory, NewMessage, SendContext, SendPlan
 from memoryd.storage.whatsapp import FORWARD_FROM, NewFile
@@ -69,16 +70,6 @@ _MEDIA_TYPES = {  # webhook type -> (messageType, placeholder)
     "document": ("document", "[document]"),
 }
 _decode_json = msgspec.json.Decoder().decode
-
-
-class WebhookReceipt(msgspec.Struct, kw_only=True):
-    """What a webhook delivery became: items stored now, already stored, or ignored
-    (an unknown phone number id, an unsupported change)."""
-
-    received: int
-    stored: int
-    duplicates: int
-    ignored: int
 
 
 def token_aad(user_id: UUID) -> bytes:

@@ -35,27 +35,9 @@ from memoryd.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from memoryd.handlers.auth import (
-    AuthResult,
-    LoginRequest,
-    LogoutRequest,
-    OAuthRequest,
-    OAuthResult,
-    RefreshRequest,
-    RegisterRequest,
-)
 from memoryd.handlers.rbac import ROLE_PERMISSIONS, Permission
-from memoryd.handlers.sync import (
-    ConnectWhatsAppRequest,
-    ConnectWhatsAppResult,
-    ForceSyncRequest,
-    ForceSyncResult,
-    SyncStatus,
-    WhatsAppUnavailable,
-)
+from memoryd.handlers.sync import WhatsAppUnavailable
 from memoryd.handlers.tokens import ALGORITHM, AUDIENCE, ISSUER
-from memoryd.handlers.users import UpdateProfileRequest
-from memoryd.handlers.whatsapp import WebhookReceipt
 from memoryd.protocol.ai import (
     CategorizeRequest,
     CategorizeResponse,
@@ -63,6 +45,16 @@ from memoryd.protocol.ai import (
     ChatResponse,
     SummarizeRequest,
     SummarizeResponse,
+)
+from memoryd.protocol.auth import (
+    AuthResult,
+    LoginRequest,
+    LogoutRequest,
+    OAuthRequest,
+    OAuthResult,
+    RefreshRequest,
+    RegisterRequest,
+    UpdateProfileRequest,
 )
 from memoryd.protocol.models import Category, Memory, Message, ReadMarker, User
 from memoryd.protocol.requests import (
@@ -77,6 +69,14 @@ from memoryd.protocol.requests import (
     SendMessageRequest,
     UpdateCategoryRequest,
     UpdateMemoryRequest,
+)
+from memoryd.protocol.whatsapp import (
+    ConnectWhatsAppRequest,
+    ConnectWhatsAppResult,
+    ForceSyncRequest,
+    ForceSyncResult,
+    SyncStatus,
+    WebhookReceipt,
 )
 
 Schema = dict[str, Any]
