@@ -10,8 +10,8 @@ from uuid import UUID
 from memoryd.bridges.google import GoogleOAuth
 from memoryd.bridges.whatsapp import WhatsAppBridge
 from memoryd.config import Settings
-from memoryd.handlers.ai_runtime import AIRuntime
 from memoryd.handlers.caller import Caller
+from memoryd.handlers.memo.runtime import AIRuntime
 from memoryd.handlers.pipeline import MessagePipeline
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.protocol.models import Event

@@ -16,9 +16,10 @@ from memoryd.bridges.google import GoogleOAuth
 from memoryd.bridges.whatsapp import GraphClient, Throttle, WhatsAppBridge
 from memoryd.config import RateLimit, Settings
 from memoryd.crypto import SecretBox
-from memoryd.handlers import ai_reply, whatsapp
-from memoryd.handlers.ai_runtime import AIRuntime
+from memoryd.handlers import whatsapp
 from memoryd.handlers.context import Services
+from memoryd.handlers.memo import reply as ai_reply
+from memoryd.handlers.memo.runtime import AIRuntime
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.keys import load_or_create_keys
 from memoryd.server.acks import AckWriter

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from memoryd.errors import Unauthorized
-from memoryd.handlers import ai, categories, memories, messages
+from memoryd.handlers import categories, memories, messages
 from memoryd.handlers.auth import caller_from_claims
+from memoryd.handlers.memo import threads as ai
 from memoryd.protocol import frames as f
 
 if TYPE_CHECKING:

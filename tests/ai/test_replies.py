@@ -12,7 +12,7 @@ import pytest
 from memoryd.client import connect
 from memoryd.client.session import Client, ClientEvent, ClientSignal, RequestError
 from memoryd.config import RateLimit
-from memoryd.handlers import ai_reply
+from memoryd.handlers.memo import reply as ai_reply
 from memoryd.server.jobs import JobRunner
 from memoryd.server.keys import JOBS
 from memoryd.storage.ai import AI_REPLY

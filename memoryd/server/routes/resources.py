@@ -6,8 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from memoryd.handlers import ai, categories, memories, messages
+from memoryd.handlers import categories, memories, messages
 from memoryd.handlers.fields import parse_id
+from memoryd.handlers.memo import threads as ai
 from memoryd.protocol import requests
 from memoryd.protocol.validation import parse
 from memoryd.server.http import caller, json_response, read_body, services

@@ -26,9 +26,9 @@ from uuid import UUID
 
 from memoryd.bridges.ai import AIError, Completion
 from memoryd.errors import ClientError, RateLimited
-from memoryd.handlers.ai_context import build_prompt
 from memoryd.handlers.context import Services
 from memoryd.handlers.jobs import RetryLater
+from memoryd.handlers.memo.prompt import build_prompt
 from memoryd.handlers.pipeline import Send, SendPlanner
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.ai import AIDelta
