@@ -36,8 +36,8 @@ from memoryd.errors import (
     ValidationFailed,
 )
 from memoryd.handlers.rbac import ROLE_PERMISSIONS, Permission
-from memoryd.handlers.sync import WhatsAppUnavailable
 from memoryd.handlers.tokens import ALGORITHM, AUDIENCE, ISSUER
+from memoryd.handlers.whatsapp.connection import WhatsAppUnavailable
 from memoryd.protocol.ai import (
     CategorizeRequest,
     CategorizeResponse,

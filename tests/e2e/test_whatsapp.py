@@ -937,3 +937,41 @@ async def test_connect_by_phone_number_in_any_formatting(
     assert (
         nobody.status == 400 and nobody.body["error"]["details"][0]["field"] == "businessAccountId"
     )
+
+
+async def test_one_unreadable_item_does_not_reject_the_delivery(
+    node: RunningServer, api: Api, db: Database, graph: FakeGraph, driver: WebhookDriver
+) -> None:
+    """Meta batches items: a message, a status, a change or an entry that cannot be read
+    is skipped and counted as ignored; every readable item of the delivery is stored."""
+    user, number = await connected_user(api, db, graph)
+    contact = wa_id()
+    good = driver.text(number, wa_id=contact, name="Ida", body="the readable one")
+    payload = good
+    value = payload["entry"][0]["changes"][0]["value"]
+    good_wamid = value["messages"][0]["id"]
+    value["messages"].insert(0, {"from": contact, "id": 12345, "type": "text"})  # id: a number
+    value["messages"].append({"from": contact, "type": "text", "text": {"body": "no id"}})
+    status = driver.status(number, wamid="wamid.unknown", status="read", recipient_id=contact)
+    value["statuses"] = [
+        {"id": "wamid.broken", "status": ["read"]},  # status: not a string
+        status["entry"][0]["changes"][0]["value"]["statuses"][0],
+    ]
+    payload["entry"].append("not an entry")
+    payload["entry"].append({"id": "1", "changes": [{"field": "messages", "value": {"x": 1}}]})
+
+    resp = await driver.post(payload)
+    assert resp.status == 200, resp.body
+    assert resp.body == {"received": 2, "stored": 2, "duplicates": 0, "ignored": 5}
+    assert await inbound_jobs(db, f"message:{good_wamid}") == 1
+    assert await inbound_jobs(db, "status:wamid.unknown:read") == 1
+
+    async def stored() -> list[dict[str, Any]] | None:
+        found = await user.get("/api/memories", params={"search": "Ida"})
+        for memory in found.body["memories"]:
+            if (memory["metadata"] or {}).get("waId") == contact:
+                return await thread_messages(user, memory["id"])
+        return None
+
+    messages = await eventually(stored)
+    assert [m["content"] for m in messages] == ["the readable one"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from memoryd.handlers import sync
+from memoryd.handlers.whatsapp import connection as sync
 from memoryd.protocol.validation import parse
 from memoryd.server.http import caller, json_response, read_body, services
 

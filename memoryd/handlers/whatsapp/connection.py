@@ -12,9 +12,9 @@ from uuid import uuid4
 
 from memoryd.bridges.whatsapp import GraphError, WhatsAppBridge
 from memoryd.errors import ClientError, Conflict, Unavailable, ValidationFailed
-from memoryd.handlers import whatsapp
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.rbac import Permission
+from memoryd.handlers.whatsapp.shared import INBOUND, KINDS, MEDIA, OUTBOUND, token_aad
 
 # REST bodies live in protocol/; re-exported for the routes that name them through here
 from memoryd.protocol.whatsapp import (
@@ -133,7 +133,7 @@ async def connect_whatsapp(
     verified = info.get("verified_name")
     await svc.store.whatsapp.connect(
         caller.user_id,
-        bridge.box.encrypt(req.access_token, whatsapp.token_aad(caller.user_id)),
+        bridge.box.encrypt(req.access_token, token_aad(caller.user_id)),
         {
             "phoneNumberId": number_id,
             "businessAccountId": req.business_account_id,
@@ -160,7 +160,7 @@ async def disconnect_whatsapp(svc: Services, caller: Caller) -> None:
 async def sync_status(svc: Services, caller: Caller) -> SyncStatus:
     caller.require(Permission.SYNC_WHATSAPP)
     row = await svc.store.whatsapp.sync_row(caller.user_id)
-    jobs = await svc.store.whatsapp.job_summary(caller.user_id, whatsapp.KINDS)
+    jobs = await svc.store.whatsapp.job_summary(caller.user_id, KINDS)
     provider = ProviderStatus(
         name="whatsapp",
         status="disconnected",
@@ -184,9 +184,9 @@ async def force_sync(svc: Services, caller: Caller, req: ForceSyncRequest) -> Fo
     if await svc.store.whatsapp.connection(caller.user_id) is None:
         raise Conflict("WhatsApp is not connected", code="whatsapp_not_connected")
     kinds = {
-        "push": [whatsapp.OUTBOUND],
-        "pull": [whatsapp.INBOUND, whatsapp.MEDIA],
-        "both": list(whatsapp.KINDS),
+        "push": [OUTBOUND],
+        "pull": [INBOUND, MEDIA],
+        "both": list(KINDS),
     }[req.direction]
     count = await svc.store.jobs.redrive(kinds, caller.user_id)
     if count:
