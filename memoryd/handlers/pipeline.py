@@ -13,13 +13,18 @@ job twice). Otherwise every registered planner runs, in registration order, with
 - ask storage for an in-transaction check or side effect: ``send.add_step(step)``, a
   storage-defined `TxStep` run right after the message row is written.
 
-Edits and deletes take listeners the same way (`on_edit`, `on_delete`): each gets a
-`Change` with the message (after the edit, or as it was before the delete) and adds jobs
-or steps to that change's transaction.
+Listeners (`on_create`, `on_edit`, `on_delete`) get a `Change` with the message (as
+stored, after the edit, or as it was before the delete) and add jobs or steps to that
+change's transaction. ``on_create`` also runs for the messages the server makes (Memo's
+replies, WhatsApp inbound), which store with `MessagePipeline.server_plan`.
 
-Planners are bound to the services at start-up, like job handlers::
+Planners and listeners are registered at start-up, like job handlers::
 
-    pipeline.add_planner("whatsapp", whatsapp.send_planner(svc))
+    svc.pipeline.add_planner("whatsapp", whatsapp.plan_outbound)
+    svc.pipeline.add_planner("memo", memo.reply.send_planner(svc))
+    svc.pipeline.on_delete("files", files.cleanup_listener(svc))
+
+See docs/architecture.md §6.1.
 """
 
 from __future__ import annotations
