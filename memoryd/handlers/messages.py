@@ -130,7 +130,9 @@ async def edit_message(
     _check_content_length(svc, changes.get("content"))
     require_changes(changes)
     hook = _Listeners(caller, svc.pipeline.edited)
-    result = await svc.store.messages.update(caller.user_id, message_id, changes, hook=hook)
+    result = await svc.store.messages.update(
+        caller.user_id, message_id, changes, hook=hook if svc.pipeline.listens("edit") else None
+    )
     if result is None:
         raise NotFound("Message not found")
     svc.publish(caller.user_id, result[1])
@@ -146,7 +148,9 @@ async def delete_message(
     if memory_id is not None:
         await get_message(svc, caller, message_id, memory_id)
     hook = _Listeners(caller, svc.pipeline.deleted)
-    event = await svc.store.messages.delete(caller.user_id, message_id, hook=hook)
+    event = await svc.store.messages.delete(
+        caller.user_id, message_id, hook=hook if svc.pipeline.listens("delete") else None
+    )
     if event is None:
         raise NotFound("Message not found")
     svc.publish(caller.user_id, event)

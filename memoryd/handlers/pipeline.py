@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 from uuid import UUID
 
 from memoryd.handlers.caller import Caller
@@ -137,6 +137,12 @@ class MessagePipeline:
     @property
     def planners(self) -> tuple[str, ...]:
         return tuple(self._planners)
+
+    def listens(self, change: Literal["create", "edit", "delete"]) -> bool:
+        """Whether any listener is registered for ``change`` (else storage skips the
+        hook and its extra read)."""
+        table = {"create": self._on_create, "edit": self._on_edit, "delete": self._on_delete}
+        return bool(table[change])
 
     async def plan_send(self, send: Send) -> SendPlan:
         for planner in self._planners.values():

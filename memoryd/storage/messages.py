@@ -324,8 +324,9 @@ class MessageStore:
     async def delete(
         self, user_id: UUID, message_id: UUID, *, hook: ChangeHook | None = None
     ) -> Event | None:
-        """Delete a message; ``hook`` gets it as it was and adds jobs and steps (e.g. drop
-        it from the index, clean up its files) to the same transaction."""
+        """Delete a message. ``hook`` gets it as it is and adds jobs and steps (drop it
+        from an index, clean up its files) to the same transaction; they run before the
+        row goes, so a step still sees what the delete cascades to (its ``files`` rows)."""
         async with self.db.transaction() as conn:
             # Lock the memory before the message, the order sends (memory, then the parent
             # row their foreign key locks) and memory deletes (memory, then its messages)
@@ -338,17 +339,24 @@ class MessageStore:
             )
             if locked is None:
                 return None
-            row = await conn.fetchrow(
-                f"DELETE FROM messages WHERE user_id = $1 AND id = $2 RETURNING {MESSAGE_COLUMNS}",
+            if hook is not None:
+                row = await conn.fetchrow(
+                    f"""SELECT {MESSAGE_COLUMNS} FROM messages
+                        WHERE user_id = $1 AND id = $2 FOR UPDATE""",
+                    user_id,
+                    message_id,
+                )
+                if row is None:
+                    return None
+                message = to_model(Message, row)
+                await _apply(conn, message, await hook(message))
+            memory_id = await conn.fetchval(
+                "DELETE FROM messages WHERE user_id = $1 AND id = $2 RETURNING memory_id",
                 user_id,
                 message_id,
             )
-            if row is None:
+            if memory_id is None:
                 return None
-            deleted = to_model(Message, row)
-            memory_id = deleted.memory_id
-            if hook is not None:
-                await _apply(conn, deleted, await hook(deleted))
             await conn.execute(
                 "UPDATE memories SET message_count = message_count - 1 WHERE id = $1", memory_id
             )

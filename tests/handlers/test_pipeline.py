@@ -66,6 +66,7 @@ async def setup(
     async def deleted(change: Change) -> None:
         calls["delete"].append(change.message.content)
         change.add_job(await _job(change.message, "drop"))
+        change.add_step(SeesItsRow(calls["step"]))  # before the row (and its files) go
 
     pipeline = node.app[SERVICES].pipeline
     pipeline.add_planner("test", planner)
@@ -137,4 +138,5 @@ async def test_a_planner_adjusts_adds_a_job_and_a_step_and_never_runs_on_a_repla
     gone = await user.delete(f"{path}/{message['id']}")
     assert gone.status == 204, gone.body
     assert calls["delete"][-1] == "hello again"  # the message as it was
+    assert calls["step"][-1] == 1  # the delete's step still saw the row
     assert await _jobs(db, message["id"]) == ["index", "reindex", "drop"]
