@@ -1,4 +1,5 @@
-"""WhatsApp Cloud API (Meta Graph API): send text, fetch media, look up a phone number.
+"""WhatsApp Cloud API (Meta Graph API): send text, fetch media, look up phone numbers, and
+read Meta's webhook payloads (`parse_webhook`).
 
 Wire formats (https://developers.facebook.com/docs/whatsapp/cloud-api):
 
@@ -7,6 +8,8 @@ Wire formats (https://developers.facebook.com/docs/whatsapp/cloud-api):
 - ``GET /{media-id}`` -> ``{url, mime_type, sha256, file_size, id, messaging_product}``;
   the ``url`` is short-lived and is fetched with the same bearer token.
 - ``GET /{phone-number-id}`` -> ``{id, display_phone_number, verified_name, ...}``.
+- ``GET /{waba-id}/phone_numbers`` -> ``{data: [{id, display_phone_number, ...}],
+  paging: {cursors: {before, after}, next?}}``: ``next`` only while more pages follow.
 - Errors: ``{error: {message, type, code, error_subcode?, error_data?, fbtrace_id}}``.
 
 The base URL (``WHATSAPP_GRAPH_URL``) carries a pinned API version, so a test points it at
@@ -21,12 +24,13 @@ import hashlib
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import msgspec
 
 from memoryd.crypto import SecretBox
 
@@ -37,6 +41,7 @@ TRANSIENT_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056})
 _TITLE = re.compile(r"^\(#\d+\)\s*")
 _CHUNK = 64 * 1024
 _DOWNLOAD = aiohttp.ClientTimeout(total=600, connect=10, sock_read=60)  # up to 100 MB
+_T = TypeVar("_T")
 
 
 class GraphError(Exception):
@@ -153,6 +158,31 @@ class GraphClient:
         path = f"/{_segment(phone_number_id)}?fields={fields}"
         return await self._call("GET", path, token)
 
+    async def phone_numbers(
+        self, token: str, business_account_id: str, *, max_pages: int = 20
+    ) -> list[dict[str, Any]]:
+        """Every phone number of a WhatsApp Business Account, following Graph's cursor
+        paging (``paging.cursors.after`` while ``paging.next`` is present)."""
+        numbers: list[dict[str, Any]] = []
+        after: str | None = None
+        base = f"/{_segment(business_account_id)}/phone_numbers"
+        for _ in range(max_pages):
+            query = "fields=id,display_phone_number,verified_name&limit=100"
+            if after:
+                query += f"&after={quote(after, safe='')}"
+            data = await self._call("GET", f"{base}?{query}", token)
+            page = data.get("data")
+            if not isinstance(page, list):
+                raise GraphError(502, "Graph API answered a phone number list without data")
+            numbers += [n for n in page if isinstance(n, dict)]
+            paging = _object(data.get("paging"))
+            after = _object(paging.get("cursors")).get("after")
+            if not isinstance(after, str):
+                after = None
+            if not paging.get("next") or not after:
+                break
+        return numbers
+
     async def media(self, token: str, media_id: str) -> MediaInfo:
         data = await self._call("GET", f"/{_segment(media_id)}", token)
         if not isinstance(data.get("url"), str):
@@ -213,6 +243,10 @@ class GraphClient:
         if not isinstance(data, dict):
             raise GraphError(502, "Graph API answered with no JSON object", ambiguous=True)
         return data
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _segment(value: str) -> str:
@@ -290,3 +324,170 @@ class WhatsAppBridge:
         """``(storage_path relative to the data dir, absolute path)`` of a media file."""
         relative = f"files/{user_id}/{file_id}{extension}"
         return relative, self.data_dir / relative
+
+
+# -- webhooks: Meta's payload, parsed item by item -------------------------------------------
+#
+# ``{object: "whatsapp_business_account", entry: [{id, changes: [{field: "messages",
+# value: {messaging_product, metadata: {display_phone_number, phone_number_id},
+# contacts: [{profile: {name}, wa_id}], messages: [...], statuses: [...], errors: [...]}}]}]}``
+# (https://developers.facebook.com/docs/whatsapp/cloud-api/webhooks/payload-examples).
+# Each level is decoded from its raw bytes on its own, so one malformed entry, change,
+# message or status is skipped (and counted) while the rest of the delivery is stored.
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class WebhookMalformed(ValueError):
+    """The body is not a JSON object (``json`` false) or not JSON at all: nothing of the
+    delivery can be read."""
+
+    def __init__(self, message: str, *, json: bool) -> None:
+        super().__init__(message)
+        self.json = json
+
+
+class _Envelope(msgspec.Struct):
+    object: str = ""
+    entry: list[msgspec.Raw] = []
+
+
+class _Entry(msgspec.Struct):
+    changes: list[msgspec.Raw] = []
+
+
+class _Change(msgspec.Struct):
+    field: str
+    value: msgspec.Raw
+
+
+class _Metadata(msgspec.Struct):
+    phone_number_id: NonEmpty
+    display_phone_number: str | None = None
+
+
+class _Value(msgspec.Struct):
+    metadata: _Metadata
+    contacts: list[msgspec.Raw] = []
+    messages: list[msgspec.Raw] = []
+    statuses: list[msgspec.Raw] = []
+    errors: list[Any] = []
+
+
+class WebhookProfile(msgspec.Struct):
+    name: str | None = None
+
+
+class WebhookContact(msgspec.Struct):
+    wa_id: NonEmpty
+    profile: WebhookProfile | None = None
+
+
+class WebhookMessage(msgspec.Struct):
+    """The fields memoryd relies on; the whole object is kept as ``raw``."""
+
+    id: NonEmpty
+    from_: NonEmpty = msgspec.field(name="from")
+    type: str = "unknown"
+    timestamp: str | None = None
+
+
+class WebhookStatus(msgspec.Struct):
+    id: NonEmpty
+    status: NonEmpty
+    timestamp: str | None = None
+    recipient_id: str | None = None
+    biz_opaque_callback_data: str | None = None
+    errors: list[dict[str, Any]] = []
+
+
+@dataclass(frozen=True)
+class InboundItem:
+    """One message or status of a delivery: its typed fields and its raw JSON object."""
+
+    phone_number_id: str
+    kind: Literal["message", "status"]
+    id: str  # the wamid (of the message, or of the message a status is about)
+    state: str | None  # a status's ``status``
+    raw: dict[str, Any]
+    contact: dict[str, Any] | None = None  # a message's sender from ``contacts``
+
+
+@dataclass
+class WebhookDelivery:
+    object: str
+    items: list[InboundItem] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # why each unreadable part was skipped
+    errors: list[Any] = field(default_factory=list)  # ``value.errors`` Meta reported
+
+
+_raw_object = msgspec.json.Decoder(dict[str, Any])
+
+
+def _decode(raw: bytes | msgspec.Raw, kind: type[_T]) -> _T:
+    return msgspec.json.decode(raw, type=kind)
+
+
+def parse_webhook(body: bytes) -> WebhookDelivery:
+    """Every readable message and status of a webhook body; what cannot be read is
+    skipped with its reason. Raises `WebhookMalformed` only when the body itself is not a
+    JSON object."""
+    try:
+        envelope = _decode(body, _Envelope)
+    except msgspec.ValidationError as exc:
+        raise WebhookMalformed(str(exc), json=True) from None
+    except msgspec.DecodeError as exc:
+        raise WebhookMalformed(str(exc), json=False) from None
+    delivery = WebhookDelivery(object=envelope.object)
+    if envelope.object != "whatsapp_business_account":
+        return delivery
+    for e, raw_entry in enumerate(envelope.entry):
+        try:
+            changes = _decode(raw_entry, _Entry).changes
+        except msgspec.DecodeError as exc:
+            delivery.skipped.append(f"entry[{e}]: {exc}")
+            continue
+        for c, raw_change in enumerate(changes):
+            where = f"entry[{e}].changes[{c}]"
+            try:
+                change = _decode(raw_change, _Change)
+                if change.field != "messages":
+                    delivery.skipped.append(f"{where}: field {change.field!r}")
+                    continue
+                value = _decode(change.value, _Value)
+            except msgspec.DecodeError as exc:
+                delivery.skipped.append(f"{where}: {exc}")
+                continue
+            _read_value(delivery, where, value)
+    return delivery
+
+
+def _read_value(delivery: WebhookDelivery, where: str, value: _Value) -> None:
+    number = value.metadata.phone_number_id
+    delivery.errors.extend(value.errors)
+    contacts: dict[str, dict[str, Any]] = {}
+    for raw in value.contacts:
+        try:
+            contact = _decode(raw, WebhookContact)
+        except msgspec.DecodeError:
+            continue  # a sender without its contact still arrives, without a name
+        contacts[contact.wa_id] = _raw_object.decode(raw)
+    for m, raw in enumerate(value.messages):
+        try:
+            message = _decode(raw, WebhookMessage)
+        except msgspec.DecodeError as exc:
+            delivery.skipped.append(f"{where}.value.messages[{m}]: {exc}")
+            continue
+        delivery.items.append(
+            InboundItem(number, "message", message.id, None, _raw_object.decode(raw),
+                        contacts.get(message.from_))
+        )  # fmt: skip
+    for s, raw in enumerate(value.statuses):
+        try:
+            status = _decode(raw, WebhookStatus)
+        except msgspec.DecodeError as exc:
+            delivery.skipped.append(f"{where}.value.statuses[{s}]: {exc}")
+            continue
+        delivery.items.append(
+            InboundItem(number, "status", status.id, status.status, _raw_object.decode(raw))
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 from uuid import UUID
 
 import msgspec
@@ -13,35 +12,29 @@ from memoryd.errors import ClientError, Unauthorized
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.passwords import hash_password, needs_rehash, verify_password
 from memoryd.handlers.tokens import AccessClaims
+
+# REST bodies live in protocol/; re-exported for the routes that name them through here
+from memoryd.protocol.auth import (
+    AuthResult,
+    OAuthResult,
+)
+from memoryd.protocol.auth import (
+    LoginRequest as LoginRequest,
+)
+from memoryd.protocol.auth import (
+    LogoutRequest as LogoutRequest,
+)
+from memoryd.protocol.auth import (
+    OAuthRequest as OAuthRequest,
+)
+from memoryd.protocol.auth import (
+    RefreshRequest as RefreshRequest,
+)
+from memoryd.protocol.auth import (
+    RegisterRequest as RegisterRequest,
+)
 from memoryd.protocol.models import User
 from memoryd.storage.users import NewCategory
-
-# The seed's Joi rules.
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-PASSWORD_PATTERN = r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)(?=.*[@$!%*?&])[A-Za-z\d@$!%*?&]"
-Email = Annotated[
-    str,
-    msgspec.Meta(max_length=255, pattern=EMAIL_PATTERN, extra={"message": "must be a valid email"}),
-]
-Password = Annotated[
-    str,
-    msgspec.Meta(
-        min_length=8,
-        max_length=256,
-        pattern=PASSWORD_PATTERN,
-        extra={
-            "message": "must be at least 8 characters with a lowercase letter, an uppercase "
-            "letter, a digit and one of @$!%*?&"
-        },
-    ),
-]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-Username = Annotated[
-    str,
-    msgspec.Meta(
-        pattern=r"^[A-Za-z0-9]{3,30}$", extra={"message": "must be 3 to 30 letters or digits"}
-    ),
-]
 
 DEFAULT_CATEGORIES = (
     NewCategory("Work", "briefcase", "#3B82F6"),
@@ -53,44 +46,6 @@ DEFAULT_CATEGORIES = (
     NewCategory("Finance", "dollar-sign", "#14B8A6"),
     NewCategory("Creative", "palette", "#F97316"),
 )
-
-
-class RegisterRequest(msgspec.Struct, rename="camel", kw_only=True):
-    email: Email
-    password: Password
-    first_name: Name
-    last_name: Name
-    username: Username | None = None
-
-
-class LoginRequest(msgspec.Struct, rename="camel", kw_only=True):
-    email: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    remember_me: bool = False
-
-
-class RefreshRequest(msgspec.Struct, rename="camel", kw_only=True):
-    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-
-
-class LogoutRequest(msgspec.Struct, rename="camel", kw_only=True):
-    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
-    all_devices: bool = False
-
-
-class OAuthRequest(msgspec.Struct, rename="camel", kw_only=True):
-    code: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-    redirect_uri: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
-
-
-class AuthResult(msgspec.Struct, rename="camel", kw_only=True):
-    user: User
-    access_token: str
-    refresh_token: str
-
-
-class OAuthResult(AuthResult, kw_only=True):
-    is_new_user: bool
 
 
 _BAD_CREDENTIALS = "Invalid email or password"

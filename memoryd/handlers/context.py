@@ -12,9 +12,9 @@ from memoryd.bridges.google import GoogleOAuth
 from memoryd.bridges.speech.base import Recognizer
 from memoryd.bridges.whatsapp import WhatsAppBridge
 from memoryd.config import Settings
-from memoryd.errors import Forbidden
-from memoryd.handlers.ai_runtime import AIRuntime
-from memoryd.handlers.rbac import Permission
+from memoryd.handlers.caller import Caller
+from memoryd.handlers.memo.runtime import AIRuntime
+from memoryd.handlers.pipeline import MessagePipeline
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.protocol.models import Event
 from memoryd.storage.store import Storage
@@ -53,6 +53,7 @@ class Services:
     # files: blob stores by name ("local" always, "s3" when configured); voice: recognizer
     blobs: dict[str, BlobStore] = field(default_factory=dict)
     speech: Recognizer | None = None  # the transcription engine, set by the server
+    pipeline: MessagePipeline = field(default_factory=MessagePipeline)  # send planners
 
     def publish(self, user_id: UUID, *events: Event | None) -> None:
         committed = [e for e in events if e is not None]
@@ -60,20 +61,4 @@ class Services:
             self.events.publish(user_id, committed)
 
 
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated user behind a request (from a verified access token)."""
-
-    user_id: UUID
-    email: str
-    role: str
-    permissions: frozenset[str]
-    device_id: UUID | None = None
-
-    def require(self, permission: Permission) -> None:
-        if permission.value not in self.permissions:
-            raise Forbidden(
-                f"Missing permission: {permission.value}",
-                code="forbidden",
-                details={"permission": permission.value},
-            )
+__all__ = ["Caller", "EventSink", "NoDelivery", "Services"]

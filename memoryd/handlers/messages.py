@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from memoryd.errors import NotFound, ValidationFailed
-from memoryd.handlers import ai_reply, whatsapp
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.fields import fields_of, require_changes
+from memoryd.handlers.pipeline import Change, Send
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.models import Message, Pagination
 from memoryd.protocol.requests import (
@@ -18,7 +19,13 @@ from memoryd.protocol.requests import (
     SendMessageRequest,
     SendResult,
 )
-from memoryd.storage.messages import MessageWindow, NewMessage
+from memoryd.storage.messages import (
+    ChangePlan,
+    MessageWindow,
+    NewMessage,
+    SendContext,
+    SendPlan,
+)
 
 
 def _check_content_length(svc: Services, content: object) -> None:
@@ -47,8 +54,13 @@ def _check_client_msg_id(client_msg_id: str | None) -> None:
 async def send_message(
     svc: Services, caller: Caller, memory_id: UUID, req: SendMessageRequest
 ) -> SendResult:
-    caller.require(Permission.WRITE_MEMORIES)
-    _check_content_length(svc, req.content)
+    """Store a message through the send pipeline (`handlers/pipeline.py`).
+
+    A resend with a stored ``clientMsgId`` answers with the stored message before any
+    check meant for new work (write permission, content length, a feature's planner),
+    so the answer never changes after a limit, a role or a WhatsApp connection did.
+    """
+    caller.require(Permission.READ_MEMORIES)  # what a replay gives away
     _check_client_msg_id(req.client_msg_id)
     new = NewMessage(
         content=req.content,
@@ -58,18 +70,19 @@ async def send_message(
         parent_id=req.parent_id,
         client_msg_id=req.client_msg_id,
     )
-    # In a WhatsApp thread the message is stored pending, with its send job.
-    outbound = await whatsapp.plan_outbound(svc, caller, memory_id, new)
-    # With ai: true (or in a thread Memo answers) Memo's reply job is stored with it.
-    reply = await ai_reply.planned_reply(svc, caller, memory_id, req.ai, req.client_msg_id)
-    message, event = await svc.store.messages.create(
-        caller.user_id,
-        memory_id,
-        outbound.message if outbound else new,
-        job=ai_reply.combine(outbound.job if outbound else None, reply),
-    )
+    planned: list[SendPlan] = []
+
+    async def plan(context: SendContext, new: NewMessage) -> SendPlan:
+        # Only new work from here on: the replay check is behind us.
+        caller.require(Permission.WRITE_MEMORIES)
+        _check_content_length(svc, req.content)
+        send = Send(caller=caller, memory_id=memory_id, request=req, context=context, message=new)
+        planned.append(await svc.pipeline.plan_send(send))
+        return planned[-1]
+
+    message, event = await svc.store.messages.create(caller.user_id, memory_id, new, plan=plan)
     svc.publish(caller.user_id, event)
-    if (outbound is not None or reply is not None) and event is not None:
+    if event is not None and planned and planned[-1].jobs:
         svc.wake_jobs()
     return SendResult(message=message, created=event is not None)
 
@@ -116,10 +129,15 @@ async def edit_message(
     changes = fields_of(req, EditMessageRequest)
     _check_content_length(svc, changes.get("content"))
     require_changes(changes)
-    result = await svc.store.messages.update(caller.user_id, message_id, changes)
+    hook = _Listeners(caller, svc.pipeline.edited)
+    result = await svc.store.messages.update(
+        caller.user_id, message_id, changes, hook=hook if svc.pipeline.listens("edit") else None
+    )
     if result is None:
         raise NotFound("Message not found")
     svc.publish(caller.user_id, result[1])
+    if hook.added_jobs:
+        svc.wake_jobs()
     return result[0]
 
 
@@ -129,10 +147,30 @@ async def delete_message(
     caller.require(Permission.DELETE_MEMORIES)
     if memory_id is not None:
         await get_message(svc, caller, message_id, memory_id)
-    event = await svc.store.messages.delete(caller.user_id, message_id)
+    hook = _Listeners(caller, svc.pipeline.deleted)
+    event = await svc.store.messages.delete(
+        caller.user_id, message_id, hook=hook if svc.pipeline.listens("delete") else None
+    )
     if event is None:
         raise NotFound("Message not found")
     svc.publish(caller.user_id, event)
+    if hook.added_jobs:
+        svc.wake_jobs()
+
+
+class _Listeners:
+    """The storage hook of an edit or delete: runs the registered listeners and keeps
+    their plan, so the job runner is woken after commit when they added jobs."""
+
+    def __init__(self, caller: Caller, run: Callable[[Change], Awaitable[ChangePlan]]) -> None:
+        self.caller = caller
+        self.run = run
+        self.added_jobs = False
+
+    async def __call__(self, message: Message) -> ChangePlan:
+        plan = await self.run(Change(caller=self.caller, message=message))
+        self.added_jobs = bool(plan.jobs)
+        return plan
 
 
 async def history(

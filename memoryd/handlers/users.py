@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import msgspec
-from msgspec import UNSET, UnsetType
-
 from memoryd.errors import NotFound
-from memoryd.handlers.auth import Name, Username
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.fields import fields_of
+
+# REST bodies live in protocol/; re-exported for the routes that name them through here
+from memoryd.protocol.auth import (
+    UpdateProfileRequest as UpdateProfileRequest,
+)
 from memoryd.protocol.models import User
-
-
-class UpdateProfileRequest(msgspec.Struct, rename="camel", kw_only=True):
-    username: Username | UnsetType | None = UNSET
-    first_name: Name | UnsetType | None = UNSET
-    last_name: Name | UnsetType | None = UNSET
-    avatar_url: Annotated[str, msgspec.Meta(max_length=2048)] | UnsetType | None = UNSET
-    phone_number: (
-        Annotated[
-            str,
-            msgspec.Meta(
-                pattern=r"^\+?[0-9 ()-]{5,20}$",
-                max_length=20,
-                extra={"message": "must be a phone number of at most 20 characters"},
-            ),
-        ]
-        | UnsetType
-        | None
-    ) = UNSET
-    timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] | UnsetType = UNSET
-    language: Annotated[str, msgspec.Meta(min_length=2, max_length=10)] | UnsetType = UNSET
-    theme_preference: (
-        Annotated[
-            str,
-            msgspec.Meta(
-                pattern="^(light|dark|system)$", extra={"message": "must be light, dark or system"}
-            ),
-        ]
-        | UnsetType
-    ) = UNSET
 
 
 async def get_me(svc: Services, caller: Caller) -> User:

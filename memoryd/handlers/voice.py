@@ -21,10 +21,10 @@ from memoryd.handlers import files
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.jobs import RetryLater
 from memoryd.handlers.rbac import Permission
-from memoryd.protocol.models import Transcription
+from memoryd.protocol.models import Message, Transcription
 from memoryd.storage.files import FileRecord, transcribe_job
-from memoryd.storage.jobs import Job
-from memoryd.storage.messages import NewMessage
+from memoryd.storage.jobs import Job, NewJob
+from memoryd.storage.messages import NewMessage, Planner, SendContext, SendPlan
 
 log = logging.getLogger("memoryd.voice")
 
@@ -50,6 +50,22 @@ def parse_language(value: str | None) -> str:
             details=[{"field": "language", "message": "expected a language code such as `en`"}],
         )
     return value.lower()
+
+
+def _with_transcription(svc: Services, transcription_id: UUID, user_id: UUID) -> Planner:
+    """The plan of a voice message the server makes: its transcription job, and the
+    pipeline's ``on_create`` listeners (as for any server-made message)."""
+    server_plan = svc.pipeline.server_plan()
+
+    async def job(message: Message) -> NewJob:
+        return transcribe_job(transcription_id, user_id)
+
+    async def plan(context: SendContext, new: NewMessage) -> SendPlan:
+        planned = await server_plan(context, new)
+        planned.jobs = (*planned.jobs, job)
+        return planned
+
+    return plan
 
 
 async def upload(
@@ -92,7 +108,7 @@ async def upload(
                 caller.user_id,
                 memory_id,
                 NewMessage(content="", message_type="voice", attachments=(record.id,)),
-                job=lambda _m: transcribe_job(transcription_id, caller.user_id),
+                plan=_with_transcription(svc, transcription_id, caller.user_id),
             )
         except BaseException:
             with contextlib.suppress(Exception):

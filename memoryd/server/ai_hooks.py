@@ -1,4 +1,4 @@
-"""The server's side of `memoryd.handlers.ai_runtime.AIHooks`: the ``ai`` rate limit and
+"""The server's side of `memoryd.handlers.memo.runtime.AIHooks`: the ``ai`` rate limit and
 the Prometheus AI metrics, for handlers that must not import the server."""
 
 from __future__ import annotations

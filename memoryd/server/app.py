@@ -18,9 +18,10 @@ from memoryd.bridges.google import GoogleOAuth
 from memoryd.bridges.whatsapp import GraphClient, Throttle, WhatsAppBridge
 from memoryd.config import RateLimit, Settings
 from memoryd.crypto import SecretBox
-from memoryd.handlers import ai_reply, whatsapp
-from memoryd.handlers.ai_runtime import AIRuntime
+from memoryd.handlers import whatsapp
 from memoryd.handlers.context import Services
+from memoryd.handlers.memo import reply as ai_reply
+from memoryd.handlers.memo.runtime import AIRuntime
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.keys import load_or_create_keys
 from memoryd.server import files_setup
@@ -144,7 +145,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     keys = load_or_create_keys(settings)
     session = app[HTTP_SESSION]
     app[HUB] = hub = Hub()
-    app[SERVICES] = Services(
+    app[SERVICES] = services = Services(
         settings=settings,
         store=Storage(app[DATABASE]),
         tokens=TokenIssuer(
@@ -157,6 +158,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         google=_google(settings, session),
         whatsapp=_whatsapp(settings, session, keys.secret_key),
     )
+    # The send pipeline's planners, run in this order on every new message.
+    services.pipeline.add_planner("whatsapp", whatsapp.plan_outbound)
+    services.pipeline.add_planner("memo", ai_reply.send_planner(services))
     yield
 
 

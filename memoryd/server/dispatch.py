@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from memoryd.errors import Unauthorized
-from memoryd.handlers import ai, categories, memories, messages
+from memoryd.handlers import categories, memories, messages
 from memoryd.handlers.auth import caller_from_claims
 from memoryd.handlers.context import Services
+from memoryd.handlers.memo import threads as ai
 from memoryd.protocol import frames as f
 from memoryd.server.connection import Connection
 from memoryd.server.hub import Hub

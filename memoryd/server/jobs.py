@@ -100,8 +100,11 @@ class JobRunner:
             if jobs and len(jobs) == free:
                 continue  # there may be more due right now
             self._wake.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns normally when
+            # the wake and stop()'s cancel land together, and the loop then never stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _execute(self, job: Job) -> None:
         keeper = asyncio.create_task(self._keep_lease(job))

@@ -33,8 +33,8 @@ from memoryd.errors import (
     ValidationFailed,
 )
 from memoryd.handlers.rbac import ROLE_PERMISSIONS
-from memoryd.handlers.sync import WhatsAppUnavailable
 from memoryd.handlers.tokens import ALGORITHM, AUDIENCE, ISSUER
+from memoryd.handlers.whatsapp.connection import WhatsAppUnavailable
 from memoryd.protocol.responses import Error, FieldError
 from memoryd.server.operations import (
     TAG_DESCRIPTIONS,

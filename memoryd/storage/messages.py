@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -15,7 +15,7 @@ from memoryd.errors import Conflict, NotFound, ValidationFailed
 from memoryd.protocol.models import Deleted, Event, Message
 from memoryd.storage.database import Database
 from memoryd.storage.events import append_event
-from memoryd.storage.files import (  # [files]
+from memoryd.storage.files import (
     claim_attachments,
     files_of,
     finished_transcripts,
@@ -23,6 +23,8 @@ from memoryd.storage.files import (  # [files]
 )
 from memoryd.storage.jobs import NewJob, enqueue
 from memoryd.storage.rows import MESSAGE_COLUMNS, set_clause, to_model, to_models
+from memoryd.storage.whatsapp import PROVIDER as WHATSAPP
+from memoryd.storage.whatsapp import OutboundTarget
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,82 @@ class NewMessage:
 
 
 @dataclass(frozen=True)
+class SendContext:
+    """What a send's transaction read with its seq, in one statement, before the message
+    is written: the memory's metadata and, in a WhatsApp thread, its contact."""
+
+    memory_metadata: Any
+    whatsapp: OutboundTarget | None
+
+
+class TxStep(Protocol):
+    """A check or side effect that storage runs in a message's transaction, right after
+    the message row is written (a send), changed (an edit) or deleted. Defined in
+    storage (it holds the SQL); a handler only builds one. Raising a `ClientError`
+    refuses the change: the whole transaction rolls back."""
+
+    async def run(self, conn: asyncpg.Connection, message: Message) -> None: ...
+
+
+# Called in a message's transaction with the message as stored, after an edit, or as it
+# was before a delete: the jobs and steps to add to that transaction.
+ChangeHook = Callable[[Message], Awaitable["ChangePlan"]]
+# Builds the durable jobs of a message inside its transaction, once the row exists. May
+# raise a `ClientError` to refuse the change (the transaction rolls back).
+JobFactory = Callable[[Message], Awaitable[NewJob | Sequence[NewJob] | None]]
+
+
+@dataclass
+class SendPlan:
+    """What a send stores: the message as planned, its jobs, its in-transaction steps."""
+
+    message: NewMessage
+    jobs: Sequence[JobFactory] = ()
+    steps: Sequence[TxStep] = ()
+    hooks: Sequence[ChangeHook] = ()  # given the stored message, like an edit's hook
+
+
+@dataclass
+class ChangePlan:
+    """What an edit or a delete adds to its transaction (after the row changed)."""
+
+    jobs: list[NewJob] = field(default_factory=list)
+    steps: list[TxStep] = field(default_factory=list)
+
+
+# Called in the transaction after the replay check: refuse (raise), or say what to store.
+Planner = Callable[[SendContext, NewMessage], Awaitable["SendPlan"]]
+
+
+@dataclass(frozen=True)
 class MessageWindow:
     page: int = 1
     limit: int = 50
     before: datetime | None = None
     after: datetime | None = None
     sort_order: str = "desc"
+
+
+# The first statement of a send: an earlier message with its clientMsgId (then no seq is
+# taken), else the next per-memory seq (locking the memory row until commit), the
+# memory's metadata and, in a WhatsApp thread, the contact and whether the number is
+# connected. One round trip.
+_SEND_CONTEXT = f"""
+    WITH earlier AS (
+        SELECT client_msg_id FROM messages WHERE user_id = $1 AND client_msg_id = $3
+    ), bumped AS (
+        UPDATE memories SET last_message_seq = last_message_seq + 1,
+            message_count = message_count + 1
+        WHERE user_id = $1 AND id = $2 AND NOT EXISTS (SELECT 1 FROM earlier)
+        RETURNING last_message_seq, metadata
+    )
+    SELECT (SELECT client_msg_id FROM earlier) AS earlier,
+           b.last_message_seq AS seq, b.metadata,
+           c.wa_id, c.name AS wa_name, COALESCE(s.is_enabled, FALSE) AS wa_connected
+    FROM (SELECT 1) AS one
+    LEFT JOIN bumped b ON TRUE
+    LEFT JOIN whatsapp_contacts c ON c.user_id = $1 AND c.memory_id = $2
+    LEFT JOIN sync_settings s ON s.user_id = $1 AND s.provider = '{WHATSAPP}'"""
 
 
 def _memory_not_found() -> NotFound:
@@ -68,33 +140,44 @@ class MessageStore:
         memory_id: UUID,
         new: NewMessage,
         *,
-        job: Callable[[Message], NewJob | Sequence[NewJob] | None] | None = None,
+        plan: Planner | None = None,
     ) -> tuple[Message, Event | None]:
         """Store a message; return it with its event, or the earlier one and no event.
 
-        ``job`` builds a durable job for the new message (a WhatsApp send, an AI reply),
-        enqueued in the same transaction: the message and its job commit together or not
-        at all. An idempotent replay enqueues nothing.
+        In one transaction: the first statement takes the per-memory seq and reads the
+        `SendContext`; then ``plan`` (the send pipeline's planners) decides what to store,
+        or refuses; the message is inserted, the plan's steps run and its jobs are
+        enqueued, and ``message.created`` is appended. The message, its jobs and its
+        event commit together or not at all.
 
-        The same ``client_msg_id`` twice (also concurrently) stores one message: the
-        second insert hits the unique index, its transaction (and the seq it took) rolls
-        back, and it returns the first one's message. No look-up goes first: a resend is
-        rare, and a round trip on every send is not.
+        The same ``client_msg_id`` twice stores one message. The first statement also
+        looks for an earlier message with it and then takes no seq: the earlier message
+        comes back and ``plan`` never runs, so a replay is never refused by checks meant
+        for new work and starts nothing. Two concurrent identical sends can both miss it;
+        the second insert then hits the unique index, its transaction (and the seq it
+        took) rolls back, and it returns the first one's message.
         """
         try:
             async with self.db.transaction() as conn:
-                seq = await conn.fetchval(
-                    """UPDATE memories SET last_message_seq = last_message_seq + 1,
-                           message_count = message_count + 1
-                       WHERE user_id = $1 AND id = $2 RETURNING last_message_seq""",
-                    user_id,
-                    memory_id,
-                )
+                row = await conn.fetchrow(_SEND_CONTEXT, user_id, memory_id, new.client_msg_id)
+                assert row is not None
+                if row["earlier"] is not None:
+                    earlier = await self._replay(user_id, memory_id, row["earlier"], conn)
+                    if earlier is not None:
+                        return earlier, None
+                seq = row["seq"]
                 if seq is None:
                     raise _memory_not_found()
+                target = None
+                if row["wa_id"] is not None:
+                    target = OutboundTarget(row["wa_id"], row["wa_name"], row["wa_connected"])
+                planned = SendPlan(new)
+                if plan is not None:
+                    planned = await plan(SendContext(row["metadata"], target), new)
+                new = planned.message
                 if new.parent_id is not None:
                     await self._check_parent(conn, user_id, memory_id, new.parent_id)
-                row = await conn.fetchrow(
+                inserted = await conn.fetchrow(
                     f"""INSERT INTO messages (memory_id, user_id, seq, client_msg_id, content,
                             message_type, metadata, attachments, is_ai_generated,
                             parent_message_id, status)
@@ -104,17 +187,21 @@ class MessageStore:
                     new.message_type, new.metadata, [str(a) for a in new.attachments],
                     new.is_ai_generated, new.parent_id, new.status,
                 )  # fmt: skip
-                message = to_model(Message, row)
-                if new.attachments:  # [files] the sender's unattached files, else 400
+                message = to_model(Message, inserted)
+                if new.attachments:  # the sender's unattached files, else 400
                     files = await claim_attachments(
                         conn, user_id, memory_id, message.id, new.attachments
                     )
                     message = msgspec.structs.replace(message, files=files)
-                    message = await finished_transcripts(conn, message)  # [files]
-                if job is not None:
-                    new_jobs = job(message)
-                    for new_job in [new_jobs] if isinstance(new_jobs, NewJob) else new_jobs or ():
-                        await enqueue(conn, new_job)
+                    message = await finished_transcripts(conn, message)
+                for step in planned.steps:
+                    await step.run(conn, message)
+                for factory in planned.jobs:
+                    built = await factory(message)
+                    for job in [built] if isinstance(built, NewJob) else built or ():
+                        await enqueue(conn, job)
+                for hook in planned.hooks:
+                    await _apply(conn, message, await hook(message))
                 return message, await append_event(conn, user_id, "message.created", message)
         except asyncpg.UniqueViolationError:
             assert new.client_msg_id is not None
@@ -123,8 +210,19 @@ class MessageStore:
                 raise
             return earlier, None
 
-    async def _replay(self, user_id: UUID, memory_id: UUID, client_msg_id: str) -> Message | None:
-        earlier = await self.by_client_msg_id(user_id, client_msg_id)
+    async def _replay(
+        self,
+        user_id: UUID,
+        memory_id: UUID,
+        client_msg_id: str,
+        conn: asyncpg.Connection | None = None,
+    ) -> Message | None:
+        row = await (conn or self.db).fetchrow(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE user_id = $1 AND client_msg_id = $2",
+            user_id,
+            client_msg_id,
+        )
+        earlier = to_model(Message, row) if row else None
         if earlier is not None and earlier.memory_id != memory_id:
             raise Conflict(
                 "clientMsgId was already used for a message in another memory",
@@ -205,8 +303,15 @@ class MessageStore:
         return (await files_of(self.db, user_id, to_models(Message, rows)))[::-1]
 
     async def update(
-        self, user_id: UUID, message_id: UUID, changes: dict[str, Any]
+        self,
+        user_id: UUID,
+        message_id: UUID,
+        changes: dict[str, Any],
+        *,
+        hook: ChangeHook | None = None,
     ) -> tuple[Message, Event] | None:
+        """Apply ``changes``; ``hook`` adds jobs and steps for the edited message (e.g.
+        re-index it) to the same transaction. None when the message is not the user's."""
         sets, values = set_clause(changes, 3)
         async with self.db.transaction() as conn:
             row = await conn.fetchrow(
@@ -218,10 +323,17 @@ class MessageStore:
             )
             if row is None:
                 return None
-            message = await with_files(conn, user_id, to_model(Message, row))  # [files]
+            message = await with_files(conn, user_id, to_model(Message, row))
+            if hook is not None:
+                await _apply(conn, message, await hook(message))
             return message, await append_event(conn, user_id, "message.updated", message)
 
-    async def delete(self, user_id: UUID, message_id: UUID) -> Event | None:
+    async def delete(
+        self, user_id: UUID, message_id: UUID, *, hook: ChangeHook | None = None
+    ) -> Event | None:
+        """Delete a message. ``hook`` gets it as it is and adds jobs and steps (drop it
+        from an index, clean up its files) to the same transaction; they run before the
+        row goes, so a step still sees what the delete cascades to (its ``files`` rows)."""
         async with self.db.transaction() as conn:
             # Lock the memory before the message, the order sends (memory, then the parent
             # row their foreign key locks) and memory deletes (memory, then its messages)
@@ -234,6 +346,17 @@ class MessageStore:
             )
             if locked is None:
                 return None
+            if hook is not None:
+                row = await conn.fetchrow(
+                    f"""SELECT {MESSAGE_COLUMNS} FROM messages
+                        WHERE user_id = $1 AND id = $2 FOR UPDATE""",
+                    user_id,
+                    message_id,
+                )
+                if row is None:
+                    return None
+                message = to_model(Message, row)
+                await _apply(conn, message, await hook(message))
             memory_id = await conn.fetchval(
                 "DELETE FROM messages WHERE user_id = $1 AND id = $2 RETURNING memory_id",
                 user_id,
@@ -246,3 +369,10 @@ class MessageStore:
             )
             data = Deleted(id=message_id, memory_id=memory_id)
             return await append_event(conn, user_id, "message.deleted", data)
+
+
+async def _apply(conn: asyncpg.Connection, message: Message, plan: ChangePlan) -> None:
+    for step in plan.steps:
+        await step.run(conn, message)
+    for job in plan.jobs:
+        await enqueue(conn, job)

@@ -12,13 +12,13 @@ import pytest
 from memoryd.client import connect
 from memoryd.client.session import Client, ClientEvent, ClientSignal, RequestError
 from memoryd.config import RateLimit
-from memoryd.handlers import ai_reply
+from memoryd.handlers.memo import reply as ai_reply
 from memoryd.server.jobs import JobRunner
 from memoryd.server.keys import JOBS
 from memoryd.storage.ai import AI_REPLY
 from tests.ai.conftest import Node, StartNode
 from tests.fakes.openai import FakeOpenAI, Step
-from tests.helpers import Api
+from tests.helpers import Api, promote
 
 pytestmark = pytest.mark.storage
 
@@ -427,6 +427,60 @@ async def test_limits_never_cost_a_user_their_message(
     await asyncio.sleep(0.3)
     assert await _ai_messages(user, auto) == []
     assert len(fake.chats()) == 1
+
+
+async def test_a_refused_send_spends_no_ai_token(start_node: StartNode, fake: FakeOpenAI) -> None:
+    """The `ai` token is spent only in the path that really stores the message: a send
+    refused by a later check (here an unknown parentId) leaves the budget whole."""
+    node = await start_node(
+        openai_base_url=fake.url + "/v1", openai_api_key="test", rate_limit_ai=RateLimit(1, 60)
+    )
+    user = await node.premium()
+    memory_id = await _memory(user)
+    path = f"/api/memories/{memory_id}/messages"
+    for _ in range(3):
+        refused = await user.post(
+            path, json={"content": "Hi", "ai": True, "parentId": str(uuid.uuid4())}
+        )
+        assert refused.status == 400, refused.body
+        assert refused.body["error"]["details"][0]["field"] == "parentId"
+    ok = await user.post(path, json={"content": "Hi", "ai": True, "clientMsgId": "t-1"})
+    assert ok.status == 201, ok.body
+    for _ in range(3):  # a replay costs nothing either
+        again = await user.post(path, json={"content": "Hi", "ai": True, "clientMsgId": "t-1"})
+        assert again.status == 201 and again.header("Idempotent-Replayed") == "true"
+        assert again.body["message"]["id"] == ok.body["message"]["id"]
+    limited = await user.post(path, json={"content": "Two", "ai": True})
+    assert limited.status == 429, limited.body
+
+
+async def test_a_resend_replays_after_the_limits_or_the_role_changed(node: Node) -> None:
+    """Replay first, then validate new work: a resend with a stored clientMsgId gets the
+    stored message even when it would now be too long, or the caller lost `access:ai`."""
+    user = await node.premium()
+    memory_id = await _memory(user)
+    path = f"/api/memories/{memory_id}/messages"
+    body = {"content": "x" * 40, "ai": True, "clientMsgId": "long-1"}
+    first = await user.post(path, json=body)
+    assert first.status == 201, first.body
+    services = node.services
+    original = services.settings
+    services.settings = original.replace(max_content_chars=10)
+    try:
+        again = await user.post(path, json=body)
+        assert again.status == 201, again.body
+        assert again.header("Idempotent-Replayed") == "true"
+        assert again.body["message"]["id"] == first.body["message"]["id"]
+        fresh = await user.post(path, json={**body, "clientMsgId": "long-2"})
+        assert fresh.status == 400  # new work is still checked
+    finally:
+        services.settings = original
+    demoted = await promote(user, node.db, "user")
+    again = await demoted.post(path, json=body)
+    assert again.status == 201, again.body
+    assert again.body["message"]["id"] == first.body["message"]["id"]
+    fresh = await demoted.post(path, json={**body, "clientMsgId": "ai-2"})
+    assert fresh.status == 403, fresh.body
 
 
 async def test_the_servers_own_client_msg_ids_are_reserved(node: Node) -> None:

@@ -360,7 +360,9 @@ async def test_media_messages_are_downloaded_and_unknown_types_kept(
 
     async def all_stored() -> list[dict[str, Any]] | None:
         found = await thread_messages(user, memory_id)
-        return found if len(found) == 1 + len(posts) else None
+        # Media comes after its message, as a job of its own: wait for every outcome.
+        waiting = [m for m in found if (m["metadata"] or {}).get("mediaStatus") == "pending"]
+        return found if len(found) == 1 + len(posts) and not waiting else None
 
     stored = {
         m["metadata"]["waType"] + str(i): m for i, m in enumerate(await eventually(all_stored))
@@ -394,6 +396,67 @@ async def test_media_messages_are_downloaded_and_unknown_types_kept(
     assert odd["metadata"]["raw"]["errors"][0]["code"] == 131051
     # Media Meta cannot give us: the message is kept, with the reason, never dropped.
     assert gone["attachments"] == [] and gone["metadata"]["mediaError"]["code"] == 100
+    assert gone["metadata"]["mediaStatus"] == "failed"
+    assert gone["metadata"]["mediaError"]["title"].startswith("Unsupported get request")
+    assert {pic["metadata"]["mediaStatus"], note["metadata"]["mediaStatus"]} == {"stored"}
+
+
+async def test_media_messages_reach_devices_at_once_and_get_their_file_once_later(
+    node: RunningServer, api: Api, db: Database, graph: FakeGraph, driver: WebhookDriver
+) -> None:
+    """While Meta's media lookups fail, every inbound media message still reaches the
+    devices within 2 s (``mediaStatus: pending``); once the lookups recover, each gets its
+    file exactly once, with a ``message.updated`` event."""
+    user, number = await connected_user(api, db, graph)
+    contact = wa_id()
+    memory_id = await start_thread(user, driver, number, contact, name="Hedy")
+    items = [graph.add_media(b"\x89PNG\r\n\x1a\n" + bytes([i]) * 2000, "image/png")
+             for i in range(4)]  # fmt: skip
+    graph.fail("media", "500", times=1000)
+    async with connect(ws_url(node), user.token) as device:
+        started = time.monotonic()
+        wamids = []
+        for i, (media_id, item) in enumerate(items):
+            payload = driver.message(
+                number, wa_id=contact, name="Hedy", type="image",
+                content={"id": media_id, "mime_type": item.mime_type,
+                         "sha256": item.sha256_b64, "caption": f"photo {i}"},
+            )  # fmt: skip
+            wamids.append(payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
+            assert (await driver.post(payload)).body["stored"] == 1
+        created: dict[str, dict[str, Any]] = {}
+        while len(created) < len(items):
+            event = await next_event(device, "message.created", timeout=2.0)
+            created[event.data["metadata"]["wamid"]] = event.data
+        assert time.monotonic() - started < 2.0
+        assert set(created) == set(wamids)
+        for i, wamid in enumerate(wamids):
+            msg = created[wamid]
+            assert (msg["messageType"], msg["content"]) == ("image", f"photo {i}")
+            assert msg["attachments"] == [] and msg["metadata"]["mediaStatus"] == "pending"
+            assert msg["metadata"]["from"] == contact and msg["memoryId"] == memory_id
+        await asyncio.sleep(0.3)  # a few failing lookups and retries
+        assert not any(m["attachments"] for m in await thread_messages(user, memory_id))
+
+        graph._failures["media"].clear()  # Meta's media host is back
+        updated: dict[str, dict[str, Any]] = {}
+        while len(updated) < len(items):
+            event = await next_event(device, "message.updated", timeout=15.0)
+            wamid = event.data["metadata"]["wamid"]
+            assert wamid not in updated  # one update per message: the file, once
+            updated[wamid] = event.data
+        for wamid, msg in updated.items():
+            assert msg["metadata"]["mediaStatus"] == "stored" and len(msg["attachments"]) == 1
+            assert msg["id"] == created[wamid]["id"]
+        await asyncio.sleep(0.3)
+        with pytest.raises(TimeoutError):
+            await next_event(device, "message.updated", timeout=0.3)
+    rows = await db.fetch(
+        "SELECT message_id, count(*) AS n FROM files WHERE user_id = $1::uuid GROUP BY 1",
+        user.user["id"],  # type: ignore[attr-defined]
+    )
+    assert sorted(r["n"] for r in rows) == [1] * len(items)
+    assert {str(r["message_id"]) for r in rows} == {m["id"] for m in created.values()}
 
 
 # -- outbound ----------------------------------------------------------------------------------
@@ -795,3 +858,120 @@ async def test_replying_after_disconnect_is_refused_and_plain_threads_are_untouc
     note = await user.post(f"/api/memories/{plain.body['memory']['id']}/messages",
                            json={"content": "just a note"})  # fmt: skip
     assert note.status == 201 and note.body["message"]["status"] == "sent"
+
+
+async def test_a_resend_after_disconnect_replays_the_stored_message(
+    api: Api, db: Database, graph: FakeGraph, driver: WebhookDriver
+) -> None:
+    """The same clientMsgId after the number was disconnected answers with the message
+    stored the first time (docs/protocol.md), not 409: replay first, then check."""
+    user, number = await connected_user(api, db, graph)
+    memory_id = await start_thread(user, driver, number, wa_id())
+    path = f"/api/memories/{memory_id}/messages"
+    body = {"content": "See you at 5", "clientMsgId": "wa-replay-1"}
+    first = await user.post(path, json=body)
+    assert first.status == 201, first.body
+    assert (await user.delete("/api/sync/whatsapp")).status == 204
+    again = await user.post(path, json=body)
+    assert again.status == 201, again.body
+    assert again.header("Idempotent-Replayed") == "true"
+    assert again.body["message"]["id"] == first.body["message"]["id"]
+    fresh = await user.post(path, json={**body, "clientMsgId": "wa-replay-2"})
+    assert fresh.status == 409 and fresh.body["error"]["code"] == "whatsapp_not_connected"
+
+
+async def test_connect_by_phone_number_in_any_formatting(
+    api: Api, db: Database, graph: FakeGraph, contract: Contract
+) -> None:
+    """The seed's front end sends the phone number itself: it is resolved among the
+    account's numbers (Graph's paging followed), an id still works, and so does an
+    explicit ``phoneNumberId``; a number the account lacks is a 400 listing its numbers."""
+    account = "1029" + str(uuid.uuid4().int)[:11]
+    area, line = f"{uuid.uuid4().int % 1000:03d}", f"{uuid.uuid4().int % 10000:04d}"
+    others = [graph.add_number(account=account) for _ in range(graph.page_size + 5)]
+    wanted = graph.add_number(display=f"+1 555-{area}-{line}", name="Ada's", account=account)
+    user = await promote(await api.register(), db)
+    path = "/api/sync/whatsapp/connect"
+    base = {"businessAccountId": account, "accessToken": graph.token}
+
+    async def stored_number() -> str:
+        return str(
+            await db.fetchval(
+                "SELECT settings->>'phoneNumberId' FROM sync_settings WHERE user_id = $1::uuid",
+                user.user["id"],  # type: ignore[attr-defined]
+            )
+        )
+
+    list_path = f"/v21.0/{account}/phone_numbers"
+    for written in (f"+1 555-{area}-{line}", f"1 (555) {area} {line}", f"1555{area}{line}",
+                    f"+1.555.{area}.{line}"):  # fmt: skip
+        before = sum(1 for m, p, _ in graph.requests if m == "GET" and p == list_path)
+        resp = await user.post(path, json={**base, "phoneNumber": written})
+        assert resp.status == 200, (written, resp.body)
+        assert resp.body["displayPhoneNumber"] == f"+1 555-{area}-{line}"
+        assert resp.body["verifiedName"] == "Ada's"
+        contract.check(resp, "POST", path)
+        assert await stored_number() == wanted
+        pages = sum(1 for m, p, _ in graph.requests if m == "GET" and p == list_path) - before
+        assert pages == 2  # 31 numbers: two pages of at most 25
+    by_id = await user.post(path, json={**base, "phoneNumber": others[0]})
+    assert by_id.status == 200 and await stored_number() == others[0]
+    explicit = await user.post(path, json={**base, "phoneNumberId": wanted})
+    assert explicit.status == 200 and await stored_number() == wanted
+
+    unknown = await user.post(path, json={**base, "phoneNumber": "+44 20 7946 0000"})
+    assert unknown.status == 400, unknown.body
+    assert unknown.body["error"]["code"] == "whatsapp_unknown_number"
+    detail = unknown.body["error"]["details"][0]
+    first = graph.numbers[others[0]]["display_phone_number"]
+    assert detail["field"] == "phoneNumber" and f"it has: {first}, " in detail["message"]
+    assert detail["message"].endswith(" and 11 more")  # 31 numbers, the first 20 named
+    contract.check(unknown, "POST", path)
+    for bad in ({**base}, {**base, "phoneNumber": "call me"}):
+        refused = await user.post(path, json=bad)
+        assert refused.status == 400, refused.body
+        assert refused.body["error"]["details"][0]["field"] == "phoneNumber"
+    nobody = await user.post(
+        path, json={**base, "businessAccountId": "999000111", "phoneNumber": "+1 555 000 0000"}
+    )
+    assert (
+        nobody.status == 400 and nobody.body["error"]["details"][0]["field"] == "businessAccountId"
+    )
+
+
+async def test_one_unreadable_item_does_not_reject_the_delivery(
+    node: RunningServer, api: Api, db: Database, graph: FakeGraph, driver: WebhookDriver
+) -> None:
+    """Meta batches items: a message, a status, a change or an entry that cannot be read
+    is skipped and counted as ignored; every readable item of the delivery is stored."""
+    user, number = await connected_user(api, db, graph)
+    contact = wa_id()
+    good = driver.text(number, wa_id=contact, name="Ida", body="the readable one")
+    payload = good
+    value = payload["entry"][0]["changes"][0]["value"]
+    good_wamid = value["messages"][0]["id"]
+    value["messages"].insert(0, {"from": contact, "id": 12345, "type": "text"})  # id: a number
+    value["messages"].append({"from": contact, "type": "text", "text": {"body": "no id"}})
+    status = driver.status(number, wamid="wamid.unknown", status="read", recipient_id=contact)
+    value["statuses"] = [
+        {"id": "wamid.broken", "status": ["read"]},  # status: not a string
+        status["entry"][0]["changes"][0]["value"]["statuses"][0],
+    ]
+    payload["entry"].append("not an entry")
+    payload["entry"].append({"id": "1", "changes": [{"field": "messages", "value": {"x": 1}}]})
+
+    resp = await driver.post(payload)
+    assert resp.status == 200, resp.body
+    assert resp.body == {"received": 2, "stored": 2, "duplicates": 0, "ignored": 5}
+    assert await inbound_jobs(db, f"message:{good_wamid}") == 1
+    assert await inbound_jobs(db, "status:wamid.unknown:read") == 1
+
+    async def stored() -> list[dict[str, Any]] | None:
+        found = await user.get("/api/memories", params={"search": "Ida"})
+        for memory in found.body["memories"]:
+            if (memory["metadata"] or {}).get("waId") == contact:
+                return await thread_messages(user, memory["id"])
+        return None
+
+    messages = await eventually(stored)
+    assert [m["content"] for m in messages] == ["the readable one"]

@@ -9,6 +9,9 @@
   url (``/whatsapp_business/attachments/?mid=...``, like Meta's lookaside host) needs the
   same bearer token.
 - ``GET /{phone-number-id}`` -> ``{verified_name, display_phone_number, quality_rating, id}``.
+- ``GET /{waba-id}/phone_numbers`` -> ``{data: [...], paging: {cursors: {before, after},
+  next?}}``: Graph's cursor paging, at most ``page_size`` numbers a page (``limit`` can only
+  lower it), ``next`` only while more follow; ``after`` continues.
 - Errors as Graph sends them: ``{error: {message, type, code, error_subcode?,
   error_data?, fbtrace_id}}`` (190 bad token, 100/33 unknown object, 100 bad parameter).
 
@@ -90,6 +93,8 @@ class FakeGraph:
     media: dict[str, Media] = field(default_factory=dict)
     sent: list[Sent] = field(default_factory=list)
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # method, path, status
+    accounts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    page_size: int = 25  # the most numbers one phone_numbers page holds
     url: str = ""
     _failures: dict[str, deque[Failure]] = field(default_factory=lambda: defaultdict(deque))
     _runner: web.AppRunner | None = None
@@ -101,8 +106,11 @@ class FakeGraph:
         """What WHATSAPP_GRAPH_URL points at: the base with the pinned version."""
         return f"{self.url}/{VERSION}"
 
-    def add_number(self, display: str | None = None, name: str = "Memory Test") -> str:
+    def add_number(
+        self, display: str | None = None, name: str = "Memory Test", account: str = WABA_ID
+    ) -> str:
         number_id = str(10**14 + secrets.randbelow(9 * 10**14))
+        self.accounts[account].append(number_id)
         self.numbers[number_id] = {
             "verified_name": name,
             "code_verification_status": "VERIFIED",
@@ -139,6 +147,7 @@ class FakeGraph:
     async def start(self) -> FakeGraph:
         app = web.Application(middlewares=[self._record])
         app.router.add_post(f"/{VERSION}/{{id}}/messages", self._send)
+        app.router.add_get(f"/{VERSION}/{{id}}/phone_numbers", self._phone_numbers)
         app.router.add_get(f"/{VERSION}/{{id}}", self._object)
         app.router.add_get("/whatsapp_business/attachments/", self._download)
         self._runner = await serve_on_loopback(app)
@@ -314,6 +323,40 @@ class FakeGraph:
                 info = {k: v for k, v in info.items() if k in wanted.split(",") or k == "id"}
             return web.json_response(info)
         return self._unknown(object_id)
+
+    async def _phone_numbers(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._bad_token()
+        account = request.match_info["id"]
+        if account not in self.accounts:
+            return self._unknown(account)
+        injected = self._injected("phone_numbers")
+        if injected is not None:
+            return injected
+        ids = self.accounts[account]
+        try:
+            limit = min(self.page_size, max(1, int(request.query.get("limit", "25"))))
+            start = int(base64.b64decode(request.query.get("after", "")) or b"0")
+        except ValueError:
+            return self._bad_parameter("Invalid cursor")
+        wanted = request.query.get("fields")
+        page = []
+        for number_id in ids[start : start + limit]:
+            info = self.numbers[number_id]
+            if wanted:
+                info = {k: v for k, v in info.items() if k in wanted.split(",") or k == "id"}
+            page.append(info)
+        end = start + len(page)
+        body: dict[str, Any] = {"data": page}
+        if page:  # Graph sends cursors with a page, ``next`` only when another follows
+            cursor = {"before": base64.b64encode(str(start).encode()).decode(),
+                      "after": base64.b64encode(str(end).encode()).decode()}  # fmt: skip
+            body["paging"] = {"cursors": cursor}
+            if end < len(ids):
+                body["paging"]["next"] = (
+                    f"{self.api_url}/{account}/phone_numbers?limit={limit}&after={cursor['after']}"
+                )
+        return web.json_response(body)
 
     async def _download(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

@@ -7,8 +7,8 @@ from typing import TypeVar
 import msgspec
 from aiohttp import web
 
-from memoryd.handlers import ai
 from memoryd.handlers.context import Caller
+from memoryd.handlers.memo import tools as ai
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.ai import (
     CategorizeRequest,

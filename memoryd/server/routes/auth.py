@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from memoryd.handlers import auth, users
+from memoryd.protocol import auth as bodies
 from memoryd.protocol.responses import UserResponse
 from memoryd.protocol.validation import parse
 from memoryd.server.http import apply_limit, caller, client_ip, json_response, read_body, services
@@ -20,8 +21,8 @@ _FORM = ("application/json", "application/x-www-form-urlencoded", "multipart/for
     Op(
         "register",
         "Create an account",
-        body=auth.RegisterRequest,
-        response=auth.AuthResult,
+        body=bodies.RegisterRequest,
+        response=bodies.AuthResult,
         status=201,
         auth=False,
         limit="auth",
@@ -31,7 +32,7 @@ _FORM = ("application/json", "application/x-www-form-urlencoded", "multipart/for
 )
 async def register(request: web.Request) -> web.Response:
     await apply_limit(request, "auth", client_ip(request))
-    req = parse(auth.RegisterRequest, await read_body(request))
+    req = parse(bodies.RegisterRequest, await read_body(request))
     return json_response(await auth.register(services(request), req), status=201)
 
 
@@ -40,9 +41,9 @@ async def register(request: web.Request) -> web.Response:
     Op(
         "login",
         "Log in with email and password",
-        body=auth.LoginRequest,
+        body=bodies.LoginRequest,
         body_media=_FORM,
-        response=auth.AuthResult,
+        response=bodies.AuthResult,
         auth=False,
         limit="auth",
         errors=(401,),
@@ -55,7 +56,7 @@ async def login(request: web.Request) -> web.Response:
     body = await read_body(request, allow_form=True)
     if isinstance(body, dict) and isinstance(body.get("rememberMe"), str):  # from a form
         body["rememberMe"] = body["rememberMe"].lower() in ("1", "true", "on", "yes")
-    req = parse(auth.LoginRequest, body)
+    req = parse(bodies.LoginRequest, body)
     return json_response(await auth.login(services(request), req))
 
 
@@ -64,8 +65,8 @@ async def login(request: web.Request) -> web.Response:
     Op(
         "refreshToken",
         "Rotate a refresh token",
-        body=auth.RefreshRequest,
-        response=auth.AuthResult,
+        body=bodies.RefreshRequest,
+        response=bodies.AuthResult,
         auth=False,
         limit="auth",
         errors=(401,),
@@ -77,7 +78,7 @@ async def refresh(request: web.Request) -> web.Response:
     # A refresh proves possession of a signed token; it is not a password guess, so it
     # counts against the general API limit (per IP: several devices may share one).
     await apply_limit(request, "api", f"refresh:{client_ip(request)}")
-    req = parse(auth.RefreshRequest, await read_body(request))
+    req = parse(bodies.RefreshRequest, await read_body(request))
     return json_response(await auth.refresh(services(request), req))
 
 
@@ -86,7 +87,7 @@ async def refresh(request: web.Request) -> web.Response:
     Op(
         "logout",
         "Log out",
-        body=auth.LogoutRequest,
+        body=bodies.LogoutRequest,
         status=204,
         notes="Revokes the login of the given `refreshToken`, or every login of the caller "
         "with `allDevices` or without a token. Access tokens stay valid until they expire.",
@@ -94,7 +95,7 @@ async def refresh(request: web.Request) -> web.Response:
 )
 async def logout(request: web.Request) -> web.Response:
     who = await caller(request)
-    req = parse(auth.LogoutRequest, await read_body(request))
+    req = parse(bodies.LogoutRequest, await read_body(request))
     await auth.logout(services(request), who, req)
     return web.Response(status=204)
 
@@ -104,8 +105,8 @@ async def logout(request: web.Request) -> web.Response:
     Op(
         "googleSignIn",
         "Sign in with Google",
-        body=auth.OAuthRequest,
-        response=auth.OAuthResult,
+        body=bodies.OAuthRequest,
+        response=bodies.OAuthResult,
         auth=False,
         limit="auth",
         errors=(401, 501, 502),
@@ -115,7 +116,7 @@ async def logout(request: web.Request) -> web.Response:
 )
 async def google(request: web.Request) -> web.Response:
     await apply_limit(request, "auth", client_ip(request))
-    req = parse(auth.OAuthRequest, await read_body(request))
+    req = parse(bodies.OAuthRequest, await read_body(request))
     return json_response(await auth.google_sign_in(services(request), req))
 
 
@@ -133,7 +134,7 @@ async def get_me(request: web.Request) -> web.Response:
     Op(
         "updateMe",
         "Update the caller's profile",
-        body=users.UpdateProfileRequest,
+        body=bodies.UpdateProfileRequest,
         response=UserResponse,
         errors=(404, 409),
         tag="Users",
@@ -141,5 +142,5 @@ async def get_me(request: web.Request) -> web.Response:
 )
 async def update_me(request: web.Request) -> web.Response:
     who = await caller(request)
-    req = parse(users.UpdateProfileRequest, await read_body(request))
+    req = parse(bodies.UpdateProfileRequest, await read_body(request))
     return json_response(UserResponse(user=await users.update_me(services(request), who, req)))

@@ -6,8 +6,9 @@ from uuid import UUID
 
 from aiohttp import web
 
-from memoryd.handlers import ai, categories, memories, messages
+from memoryd.handlers import categories, memories, messages
 from memoryd.handlers.fields import parse_id
+from memoryd.handlers.memo import threads as ai
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol import requests
 from memoryd.protocol.requests import MemoryPage, MessagePage

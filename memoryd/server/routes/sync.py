@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from memoryd.handlers import sync
 from memoryd.handlers.rbac import Permission
+from memoryd.handlers.whatsapp import connection as sync
+from memoryd.protocol import whatsapp as bodies
 from memoryd.protocol.validation import parse
 from memoryd.server.http import caller, json_response, read_body, services
 from memoryd.server.operations import Op, Routes
@@ -26,7 +27,7 @@ def _webhook_url(request: web.Request) -> str:
 
 @routes.get(
     "/api/sync/status",
-    Op("syncStatus", "Status of each sync provider", response=sync.SyncStatus, permission=_SYNC),
+    Op("syncStatus", "Status of each sync provider", response=bodies.SyncStatus, permission=_SYNC),
 )
 async def status(request: web.Request) -> web.Response:
     who = await caller(request)
@@ -38,11 +39,15 @@ async def status(request: web.Request) -> web.Response:
     Op(
         "connectWhatsApp",
         "Connect a WhatsApp Business number",
-        body=sync.ConnectWhatsAppRequest,
-        response=sync.ConnectWhatsAppResult,
+        body=bodies.ConnectWhatsAppRequest,
+        response=bodies.ConnectWhatsAppResult,
         permission=_SYNC,
         errors=(409, 502, 503),
-        notes="`phoneNumber` is the phone number **id** (Meta: WhatsApp > API Setup). The "
+        notes="`phoneNumber` is the business phone number in any common formatting "
+        "(`+1 555-078-3881`), matched on its digits among the numbers of "
+        "`businessAccountId` (`GET /{businessAccountId}/phone_numbers`; 400 "
+        "`whatsapp_unknown_number` lists the account's numbers), or the phone number **id** "
+        "(Meta: WhatsApp > API Setup); `phoneNumberId` gives the id explicitly. The "
         "number and token are checked with the Graph API (`whatsapp_rejected` 400 when "
         "refused); the token is stored encrypted (AES-256-GCM). 409 `whatsapp_number_taken` "
         "when another account has the number. Configure Meta's webhook with the returned "
@@ -51,7 +56,7 @@ async def status(request: web.Request) -> web.Response:
 )
 async def connect(request: web.Request) -> web.Response:
     who = await caller(request)
-    req = parse(sync.ConnectWhatsAppRequest, await read_body(request))
+    req = parse(bodies.ConnectWhatsAppRequest, await read_body(request))
     result = await sync.connect_whatsapp(services(request), who, req, _webhook_url(request))
     return json_response(result)
 
@@ -77,8 +82,8 @@ async def disconnect(request: web.Request) -> web.Response:
     Op(
         "forceSync",
         "Retry failed WhatsApp work now",
-        body=sync.ForceSyncRequest,
-        response=sync.ForceSyncResult,
+        body=bodies.ForceSyncRequest,
+        response=bodies.ForceSyncResult,
         permission=_SYNC,
         errors=(409,),
         notes="Failed jobs go back in the queue: `push` the sends, `pull` the inbound "
@@ -87,5 +92,5 @@ async def disconnect(request: web.Request) -> web.Response:
 )
 async def force(request: web.Request) -> web.Response:
     who = await caller(request)
-    req = parse(sync.ForceSyncRequest, await read_body(request))
+    req = parse(bodies.ForceSyncRequest, await read_body(request))
     return json_response(await sync.force_sync(services(request), who, req))

@@ -26,9 +26,10 @@ from uuid import UUID
 
 from memoryd.bridges.ai import AIError, Completion
 from memoryd.errors import ClientError, RateLimited
-from memoryd.handlers.ai_context import build_prompt
-from memoryd.handlers.context import Caller, Services
+from memoryd.handlers.context import Services
 from memoryd.handlers.jobs import RetryLater
+from memoryd.handlers.memo.prompt import build_prompt
+from memoryd.handlers.pipeline import Send, SendPlanner
 from memoryd.handlers.rbac import Permission
 from memoryd.protocol.ai import AIDelta
 from memoryd.protocol.models import Message
@@ -70,50 +71,45 @@ def reply_job(
     return build
 
 
-async def planned_reply(
-    svc: Services, caller: Caller, memory_id: UUID, asked: bool, client_msg_id: str | None
-) -> Callable[[Message], NewJob] | None:
-    """The reply job a send starts, if any: with ``ai: true``, or in a thread whose memory
-    has ``metadata.memoAnswers`` (for a caller who may use AI). Counts it against the
-    caller's ``ai`` rate limit.
+def send_planner(svc: Services) -> SendPlanner:
+    """The send pipeline's planner for Memo: a reply job with ``ai: true``, or in a
+    thread whose memory has ``metadata.memoAnswers`` (for a caller who may use AI).
 
-    A resend of a stored message starts nothing (and costs nothing): its reply, if any,
-    was started with it. An asked-for reply past a limit refuses the send, so the client
-    can resend without ``ai``; in a thread Memo answers by itself, the user's message is
-    stored anyway and Memo sits that one out."""
-    if asked:
-        caller.require(Permission.ACCESS_AI)
-    elif Permission.ACCESS_AI.value not in caller.permissions:
-        return None
-    else:
-        memory = await svc.store.memories.get(caller.user_id, memory_id)
-        metadata = memory.metadata if memory is not None else None
-        if not (isinstance(metadata, dict) and metadata.get("memoAnswers") is True):
-            return None
-    if client_msg_id is not None and await svc.store.messages.by_client_msg_id(
-        caller.user_id, client_msg_id
-    ):
-        return None
-    try:
-        await svc.ai.hooks.admit(caller.user_id)
-    except RateLimited:
+    The reply counts against the caller's ``ai`` rate limit only once the message row is
+    written in the send's transaction: a replayed resend, or a send another planner or
+    check refused, costs nothing. An asked-for reply past a limit refuses the send (the
+    client can resend without ``ai``); in a thread Memo answers by itself, the user's
+    message is stored anyway and Memo sits that one out."""
+
+    async def plan(send: Send) -> None:
+        caller, asked = send.caller, send.request.ai
         if asked:
-            raise
-        log.info("memo skips a message over the ai limit", extra={"user": str(caller.user_id)})
-        return None
-    return reply_job(
-        caller.user_id, memory_id, svc.settings.ai_max_concurrent, skip_over_cap=not asked
-    )
+            caller.require(Permission.ACCESS_AI)
+        elif not caller.may(Permission.ACCESS_AI):
+            return
+        else:
+            metadata = send.context.memory_metadata
+            if not (isinstance(metadata, dict) and metadata.get("memoAnswers") is True):
+                return
+        build = reply_job(
+            caller.user_id, send.memory_id, svc.settings.ai_max_concurrent,
+            skip_over_cap=not asked,
+        )  # fmt: skip
 
+        async def admitted(message: Message) -> NewJob | None:
+            try:
+                await svc.ai.hooks.admit(caller.user_id)
+            except RateLimited:
+                if asked:
+                    raise
+                log.info("memo skips a message over the ai limit",
+                         extra={"user": str(caller.user_id)})  # fmt: skip
+                return None
+            return build(message)
 
-def combine(
-    *factories: Callable[[Message], NewJob | None] | None,
-) -> Callable[[Message], list[NewJob]] | None:
-    """One job factory for `MessageStore.create` out of several (None ones left out)."""
-    present = [f for f in factories if f is not None]
-    if not present:
-        return None
-    return lambda message: [job for f in present if (job := f(message)) is not None]
+        send.add_job(admitted)
+
+    return plan
 
 
 @dataclass
@@ -286,6 +282,7 @@ async def store_outcome(
                 is_ai_generated=True,
                 status=status,
             ),
+            plan=svc.pipeline.server_plan(),
         )
     except ClientError as exc:  # the thread or the question was deleted meanwhile
         log.info("AI reply not stored: %s", exc.message)
