@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from tests.fakes.whatsapp import FakeGraph, WebhookDriver
 from tests.helpers import PASSWORD
-from tests.web.conftest import SCREENSHOTS, StartWeb
+from tests.web.conftest import StartWeb, screenshot
 
 APP_SECRET = "app-secret-" + uuid.uuid4().hex
 
@@ -78,6 +78,6 @@ async def test_whatsapp_thread_shows_contact_and_delivery(
             assert posted.status == 200, posted.text
             await mine.and_(page.locator(f"[data-status={status}]")).wait_for()
         assert await mine.locator(".status").inner_text() == "Read"
-        await page.screenshot(path=str(SCREENSHOTS / "whatsapp-desktop.png"))
+        await screenshot(page, "whatsapp-desktop")
     finally:
         await context.close()
