@@ -50,6 +50,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+PHONE = {"width": 390, "height": 844}
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / (
     os.environ.get("MEMORYD_SCREENSHOTS") or Path(tempfile.gettempdir()) / "memoryd-screenshots"

@@ -15,9 +15,7 @@ from typing import Any
 
 from tests.fakes.openai import FakeOpenAI, Step
 from tests.helpers import PASSWORD, Api
-from tests.web.conftest import WebServer, wait_js
-
-PHONE = {"width": 390, "height": 844}
+from tests.web.conftest import PHONE, WebServer, wait_js
 
 
 async def test_register_then_two_devices_see_each_other_live(

@@ -24,6 +24,7 @@ from tests.files.conftest import png, require_program
 from tests.web.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    PHONE,
     Devices,
     StartWeb,
     WebServer,
@@ -75,10 +76,12 @@ async def mic_devices(mic_browser: Any) -> AsyncIterator[Devices]:
         yield device
 
 
-async def attach(page: Any, *files: dict[str, Any]) -> None:
-    """Pick files with the attach button, as a person does (the browser's file chooser)."""
+async def attach(page: Any, *files: dict[str, Any], keyboard: bool = False) -> None:
+    """Pick files with the attach button, as a person does (the browser's file chooser),
+    with the mouse or the keyboard."""
+    button = page.get_by_role("button", name="Attach a file")
     async with page.expect_file_chooser() as chooser:
-        await page.get_by_role("button", name="Attach a file").click()
+        await (button.press("Enter") if keyboard else button.click())
     await (await chooser.value).set_files(list(files))
 
 
@@ -163,6 +166,9 @@ async def test_files_and_a_voice_memo_reach_the_other_device(
     label = await two.page.locator(f"{voice} .file-label").inner_text()
     assert label.startswith("Voice message · 0:0"), label  # its length, a few seconds
     await two.screenshot("attachments-desktop")
+    await two.page.set_viewport_size(PHONE)
+    await two.page.locator(f"{voice} .transcript").scroll_into_view_if_needed()
+    await two.screenshot("attachments-phone")
 
 
 async def test_upload_errors_are_shown_in_words(devices: Devices, start_web: StartWeb) -> None:
@@ -179,7 +185,8 @@ async def test_upload_errors_are_shown_in_words(devices: Devices, start_web: Sta
     page = one.page
     failed = page.locator("#uploads li[data-state=failed] [role=alert]")
 
-    await attach(page, {"name": "big.txt", "mimeType": "text/plain", "buffer": b"a" * 4000})
+    big = {"name": "big.txt", "mimeType": "text/plain", "buffer": b"a" * 4000}
+    await attach(page, big, keyboard=True)
     await failed.filter(
         has_text="Not attached: the file is too large (document files may be up to 1.0 KB)."
     ).wait_for()
