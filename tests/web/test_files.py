@@ -11,6 +11,7 @@ the default) transcribes it and the transcript replaces "Transcribing…".
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,7 +53,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(scope="module")
 async def mic_browser(speech: Path) -> AsyncIterator[Any]:
     """A chromium whose microphone is the clip, allowed without a prompt."""
-    if not CHROMIUM.exists():
+    if not os.access(CHROMIUM, os.X_OK):
         unavailable(f"no chromium at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright.async_api import async_playwright
@@ -169,6 +170,31 @@ async def test_files_and_a_voice_memo_reach_the_other_device(
     await two.page.set_viewport_size(PHONE)
     await two.page.locator(f"{voice} .transcript").scroll_into_view_if_needed()
     await two.screenshot("attachments-phone")
+
+    # Pasted into the message box, and dropped on the thread: sent without words, the
+    # message is its files (their names are its content, not shown twice).
+    await page.evaluate(
+        """() => {
+          const data = (name) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([`${name} contents`], name, {type: 'text/plain'}));
+            return dt;
+          };
+          const box = document.getElementById('message-input');
+          box.dispatchEvent(new ClipboardEvent('paste', {clipboardData: data('pasted.txt'),
+                                                         bubbles: true, cancelable: true}));
+          document.getElementById('messages').dispatchEvent(new DragEvent('drop',
+              {dataTransfer: data('dropped.txt'), bubbles: true, cancelable: true}));
+        }"""
+    )
+    await done.filter(has_text="pasted.txt").wait_for()
+    await done.filter(has_text="dropped.txt").wait_for()
+    await page.get_by_role("button", name="Send").click()
+    both = two.page.locator("#messages li[data-seq]").filter(
+        has=two.page.get_by_role("link", name="dropped.txt")
+    )
+    await both.get_by_role("link", name="pasted.txt").wait_for()
+    assert await both.locator(".body").count() == 0
 
 
 async def test_upload_errors_are_shown_in_words(devices: Devices, start_web: StartWeb) -> None:

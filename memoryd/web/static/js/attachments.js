@@ -117,7 +117,7 @@ export function namesOf(files) {
  * `clear()`.
  */
 export function enableAttachments(composer, { client, memoryId, changed = () => {} }) {
-  const tray = h("ul", { id: "uploads", class: "uploads", "aria-label": "Attachments", "aria-live": "polite" });
+  const tray = h("ul", { id: "uploads", class: "uploads", "aria-label": "Attachments" });
   composer.before(tray);
   const items = []; // {id, file, state: uploading|done|failed, info, el, xhr}
   const input = h("input", {
@@ -181,7 +181,9 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
       if (fraction !== undefined) progress.value = Math.round(fraction * 100);
       progress.hidden = state !== "uploading";
       status.textContent = text;
-      status.setAttribute("role", state === "failed" ? "alert" : "status");
+      // Announced when it ends (attached, or why not), not at every percent.
+      if (state === "uploading") status.removeAttribute("role");
+      else status.setAttribute("role", state === "failed" ? "alert" : "status");
       changed();
     };
   }
