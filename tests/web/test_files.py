@@ -196,6 +196,18 @@ async def test_files_and_a_voice_memo_reach_the_other_device(
     await both.get_by_role("link", name="pasted.txt").wait_for()
     assert await both.locator(".body").count() == 0
 
+    # A file removed from the tray after its upload is deleted, not left in the quota.
+    await attach(page, {"name": "spare.txt", "mimeType": "text/plain", "buffer": b"spare"})
+    spare = done.filter(has_text="spare.txt")
+    file_id = await spare.get_attribute("data-file-id")
+    assert (await user.get(f"/api/files/{file_id}")).status == 200
+    await page.get_by_role("button", name="Remove spare.txt").click()
+    for _ in range(100):
+        if (await user.get(f"/api/files/{file_id}")).status == 404:
+            break
+        await asyncio.sleep(0.05)
+    assert (await user.get(f"/api/files/{file_id}")).status == 404
+
 
 async def test_upload_errors_are_shown_in_words(devices: Devices, start_web: StartWeb) -> None:
     server = await start_web(

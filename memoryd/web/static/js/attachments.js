@@ -54,10 +54,11 @@ export function blobUrl(client, path) {
 
 /** POST a multipart form with the token; resolves with the JSON body, reports progress
  * (0..1) as the bytes go out, rejects with MemorydError (its status and retryAfter). */
-export function uploadForm(client, path, form, onProgress = () => {}) {
+export function uploadForm(client, path, form, onProgress = () => {}, signal = null) {
   const once = () =>
     new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
+      signal?.addEventListener("abort", () => xhr.abort());
       xhr.open("POST", path);
       xhr.setRequestHeader("Authorization", `Bearer ${client.accessToken}`);
       xhr.responseType = "json";
@@ -119,7 +120,8 @@ export function namesOf(files) {
 export function enableAttachments(composer, { client, memoryId, changed = () => {} }) {
   const tray = h("ul", { id: "uploads", class: "uploads", "aria-label": "Attachments" });
   composer.before(tray);
-  const items = []; // {id, file, state: uploading|done|failed, info, el, xhr}
+  // {file (null for a voice memo), state: recording|uploading|done|failed, info, el, abort}
+  const items = [];
   const input = h("input", {
     id: "attach-input",
     type: "file",
@@ -182,7 +184,7 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
       progress.hidden = state !== "uploading";
       status.textContent = text;
       // Announced when it ends (attached, or why not), not at every percent.
-      if (state === "uploading") status.removeAttribute("role");
+      if (state === "uploading" || state === "recording") status.removeAttribute("role");
       else status.setAttribute("role", state === "failed" ? "alert" : "status");
       changed();
     };
@@ -191,28 +193,43 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
   function drop(item) {
     item.cancelled = true;
     item.cancel?.();
-    items.splice(items.indexOf(item), 1);
-    render();
+    item.abort.abort();
+    discard(item);
+    forget(item);
     attach.focus();
+  }
+
+  // Uploaded and then removed: the unattached file is deleted, not left in the quota.
+  function discard(item) {
+    if (item.info) client.api(`/api/files/${item.info.id}`, { method: "DELETE" }).catch(() => {});
+  }
+
+  function forget(item) {
+    const at = items.indexOf(item);
+    if (at >= 0) items.splice(at, 1);
+    render();
   }
 
   function addFiles(files) {
     for (const file of files) {
-      const item = { file, state: "uploading", info: null };
+      const item = { file, state: "uploading", info: null, abort: new AbortController() };
       trayItem(item, file.name || "pasted file");
       items.push(item);
-      if (items.filter((i) => i.state !== "failed").length > MAX_ATTACHMENTS) {
+      if (items.filter((i) => i.file && i.state !== "failed").length > MAX_ATTACHMENTS) {
         item.show("failed", `A message holds at most ${MAX_ATTACHMENTS} files.`);
         continue;
       }
       const form = new FormData();
       form.append("file", file, file.name || "pasted");
-      uploadForm(client, "/api/files", form, (f) => item.show("uploading", `Uploading… ${Math.round(f * 100)} %`, f))
+      const progress = (f) => item.show("uploading", `Uploading… ${Math.round(f * 100)} %`, f);
+      uploadForm(client, "/api/files", form, progress, item.abort.signal)
         .then(({ file: info }) => {
           item.info = info;
+          if (item.cancelled) return discard(item);
+          item.el.dataset.fileId = info.id;
           item.show("done", formatSize(info.fileSize));
         })
-        .catch((error) => item.show("failed", `Not attached: ${describeUpload(error)}`));
+        .catch((error) => item.cancelled || item.show("failed", `Not attached: ${describeUpload(error)}`));
     }
     render();
   }
@@ -222,21 +239,31 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
   const voice = composer.querySelector("#voice");
   const canRecord = typeof MediaRecorder !== "undefined" && navigator.mediaDevices?.getUserMedia;
   voice.hidden = !canRecord;
-  let recording = null;
-  voice.addEventListener("click", () => (recording ? recording.stop() : record()));
+  let recording = null; // the MediaRecorder, or true while the microphone is being opened
+  voice.addEventListener("click", () => {
+    if (recording === null) record();
+    else if (recording !== true) recording.stop();
+  });
 
   async function record() {
     const target = memoryId();
     if (!target) return;
-    const item = { file: null, state: "uploading", info: null };
+    const item = { file: null, state: "recording", info: null, abort: new AbortController() };
     trayItem(item, "Voice message");
+    item.show("recording", "Opening the microphone…");
     items.push(item);
     render();
+    recording = true;
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     } catch (error) {
+      recording = null;
       return item.show("failed", `The microphone is not available: ${error.message || error.name}.`);
+    }
+    if (item.cancelled) {
+      recording = null;
+      return stream.getTracks().forEach((t) => t.stop());
     }
     const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm"].find((t) =>
       MediaRecorder.isTypeSupported(t),
@@ -244,7 +271,7 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
     const recorder = new MediaRecorder(stream, type ? { mimeType: type } : {});
     const chunks = [];
     const started = Date.now();
-    const tick = setInterval(() => item.show("uploading", `Recording… ${clock(Date.now() - started)}`, 0), 500);
+    const tick = setInterval(() => item.show("recording", `Recording… ${clock(Date.now() - started)}`), 500);
     recorder.addEventListener("dataavailable", (e) => e.data.size && chunks.push(e.data));
     recorder.addEventListener("stop", () => {
       clearInterval(tick);
@@ -262,7 +289,7 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
     voice.setAttribute("aria-pressed", "true");
     voice.setAttribute("aria-label", "Stop recording and send");
     voice.textContent = "Stop";
-    item.show("uploading", "Recording… 0:00", 0);
+    item.show("recording", "Recording… 0:00");
   }
 
   function sendVoice(item, blob, target, name) {
@@ -271,25 +298,26 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
     const form = new FormData();
     form.append("memoryId", target);
     form.append("audio", blob, name);
-    uploadForm(client, "/api/voice/upload", form, (f) => item.show("uploading", `Sending… ${Math.round(f * 100)} %`, f))
+    const progress = (f) => item.show("uploading", `Sending… ${Math.round(f * 100)} %`, f);
+    uploadForm(client, "/api/voice/upload", form, progress, item.abort.signal)
       .then(() => {
         // The voice message arrives as message.created; the tray item has done its job.
-        items.splice(items.indexOf(item), 1);
-        render();
+        forget(item);
       })
-      .catch((error) => item.show("failed", `Voice message not sent: ${describeUpload(error)}`));
+      .catch((error) => item.cancelled || item.show("failed", `Voice message not sent: ${describeUpload(error)}`));
   }
 
   render();
   return {
     /** The files to send, or {busy: true} while any is still uploading. */
     take() {
-      if (items.some((i) => i.state === "uploading")) return { busy: true };
-      const files = items.filter((i) => i.state === "done").map((i) => i.info);
+      const picked = items.filter((i) => i.file); // voice memos send themselves
+      if (picked.some((i) => i.state === "uploading")) return { busy: true };
+      const files = picked.filter((i) => i.state === "done").map((i) => i.info);
       return { files, ids: files.map((f) => f.id), messageType: messageTypeOf(files) };
     },
     clear() {
-      items.splice(0, items.length, ...items.filter((i) => i.state === "uploading" && !i.file));
+      items.splice(0, items.length, ...items.filter((i) => !i.file && i.state !== "failed"));
       render();
     },
     /** Upload these files as if picked (also what a test can call). */
