@@ -213,7 +213,7 @@ async def test_upload_errors_are_shown_in_words(devices: Devices, start_web: Sta
     server = await start_web(
         files_max_document_bytes=1024,
         files_quota_bytes=1500,
-        rate_limit_upload=RateLimit(4, 3600),
+        rate_limit_upload=RateLimit(5, 3600),
     )
     user = await server.user()
     await user.post("/api/memories", json={"title": "Limits"})
@@ -222,6 +222,25 @@ async def test_upload_errors_are_shown_in_words(devices: Devices, start_web: Sta
     await one.open_memory("Limits")
     page = one.page
     failed = page.locator("#uploads li[data-state=failed] [role=alert]")
+
+    # A send while an upload is still on its way waits for it, saying so.
+    release = asyncio.Event()
+
+    async def held(route: Any) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/api/files", held)
+    await attach(page, {"name": "slow.txt", "mimeType": "text/plain", "buffer": b"slow"})
+    await page.locator("#uploads li[data-state=uploading]", has_text="slow.txt").wait_for()
+    await one.send("Not yet")
+    await page.get_by_role("status").filter(has_text="Wait for the uploads to finish").wait_for()
+    assert await page.get_by_label("Message", exact=True).input_value() == "Not yet"
+    release.set()
+    await page.locator("#uploads li[data-state=done]", has_text="slow.txt").wait_for()
+    await page.unroute("**/api/files")
+    await page.get_by_role("button", name="Send").click()
+    await one.stored("Not yet").get_by_role("link", name="slow.txt").wait_for()
 
     big = {"name": "big.txt", "mimeType": "text/plain", "buffer": b"a" * 4000}
     await attach(page, big, keyboard=True)
@@ -241,9 +260,9 @@ async def test_upload_errors_are_shown_in_words(devices: Devices, start_web: Sta
     await page.locator("#uploads li[data-state=done]", has_text="a.txt").wait_for()
     await attach(page, {"name": "b.txt", "mimeType": "text/plain", "buffer": b"y" * 1000})
     await failed.filter(
-        has_text="Not attached: your storage is full (1000 bytes of 1.5 KB used)"
+        has_text="Not attached: your storage is full (1004 bytes of 1.5 KB used)"
     ).wait_for()
-    # The fifth upload of the hour is one too many (the limit here is 4).
+    # The sixth upload of the hour is one too many (the limit here is 5).
     await attach(page, {"name": "c.txt", "mimeType": "text/plain", "buffer": b"z" * 10})
     await failed.filter(has_text="Not attached: too many uploads for now: try again in").wait_for()
 
