@@ -61,6 +61,9 @@ async def test_whatsapp_thread_shows_contact_and_delivery(
         await item.locator(".tag-wa", has_text="WhatsApp").wait_for()
         await item.click()
         await page.locator("#thread-subtitle", has_text=f"Grace Hopper (+{contact})").wait_for()
+        # Text only to WhatsApp: no attach or record buttons in its thread.
+        assert await page.get_by_role("button", name="Attach a file").is_hidden()
+        assert await page.get_by_role("button", name="Record a voice message").is_hidden()
         inbound = page.locator("#messages li.contact[data-seq]", has_text="Are we still on?")
         await inbound.locator(".author", has_text="Grace Hopper").wait_for()
 

@@ -455,6 +455,7 @@ export class App {
     fav.textContent = memory.isFavorite ? "★ Favourite" : "☆ Favourite";
     const memoAnswers = memory.metadata?.memoAnswers === true;
     $("ask-memo-label").hidden = !this.permissions.has("access:ai") || memoAnswers || wa;
+    this.attachments.allow(!wa); // WhatsApp sends take text only (docs/protocol.md)
   }
 
   async toggleFavorite() {

@@ -210,7 +210,10 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
     render();
   }
 
+  let allowed = true;
+
   function addFiles(files) {
+    if (!allowed) return;
     for (const file of files) {
       const item = { file, state: "uploading", info: null, abort: new AbortController() };
       trayItem(item, file.name || "pasted file");
@@ -239,6 +242,11 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
   const voice = composer.querySelector("#voice");
   const canRecord = typeof MediaRecorder !== "undefined" && navigator.mediaDevices?.getUserMedia;
   voice.hidden = !canRecord;
+  const allow = (yes) => {
+    allowed = yes;
+    attach.hidden = !yes;
+    voice.hidden = !(yes && canRecord);
+  };
   let recording = null; // the MediaRecorder, or true while the microphone is being opened
   voice.addEventListener("click", () => {
     if (recording === null) record();
@@ -320,8 +328,10 @@ export function enableAttachments(composer, { client, memoryId, changed = () => 
       items.splice(0, items.length, ...items.filter((i) => !i.file && i.state !== "failed"));
       render();
     },
-    /** Upload these files as if picked (also what a test can call). */
+    /** Upload these files as if picked. */
     addFiles,
+    /** Whether the open thread takes files (a WhatsApp thread takes text only). */
+    allow,
   };
 }
 
