@@ -264,7 +264,7 @@ async def test_upload_errors_are_shown_in_words(devices: Devices, start_web: Sta
     ).wait_for()
     # The sixth upload of the hour is one too many (the limit here is 5).
     await attach(page, {"name": "c.txt", "mimeType": "text/plain", "buffer": b"z" * 10})
-    await failed.filter(has_text="Not attached: too many uploads for now: try again in").wait_for()
+    await failed.filter(has_text="Not attached: too many uploads for now (try again in").wait_for()
 
     # The send takes the uploaded file and leaves the failed ones out.
     await one.send("Only a.txt")

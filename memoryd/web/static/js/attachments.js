@@ -356,7 +356,7 @@ export function describeUpload(error) {
       return "the file is empty.";
     case "rate_limited": {
       const s = Math.max(1, Math.ceil(error.retryAfter ?? 60));
-      return `too many uploads for now: try again in ${s >= 90 ? `${Math.ceil(s / 60)} min` : `${s} s`}.`;
+      return `too many uploads for now (try again in ${s >= 90 ? `${Math.ceil(s / 60)} min` : `${s} s`}).`;
     }
     default:
       if (error?.status === 413) return "the file is too large to upload.";
