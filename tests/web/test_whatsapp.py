@@ -49,7 +49,9 @@ async def test_whatsapp_thread_shows_contact_and_delivery(
     )
     assert posted.status == 200, posted.text
 
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 800}, locale="en-GB", timezone_id="UTC"
+    )
     try:
         page = await context.new_page()
         await page.goto(server.url + "/")
