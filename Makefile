@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 LINT_STAMP := $(VENV)/.lint-installed
 
-.PHONY: serve test lint install bench loadtest clean
+.PHONY: serve test screenshots lint install bench loadtest clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# README's screenshots: the browser tests, writing to docs/screenshots/ (make test writes
+# them to a temporary directory, so that a test run leaves the tree as it was).
+screenshots: $(STAMP)
+	MEMORYD_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/web -p no:randomly $(PYTEST_ARGS)
 
 # Every benchmark (docs/benchmarks.md): JSON + Markdown in loadtests/results/, plot in docs/.
 # On an embedded PostgreSQL, or DATABASE_URL. BENCH_ARGS="--only fanout --users 300" etc.

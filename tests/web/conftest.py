@@ -5,6 +5,11 @@
   and skips them elsewhere, with the reason. Playwright's wheel brings its own driver:
   nothing is downloaded.
 * ``context``: a fresh browser context per test (its own storage: one "device").
+* ``devices``: ``await devices()`` opens one more "device" (a browser context in a fixed
+  locale and time zone, with the app's page); every test fails on a console error.
+* Screenshots go to ``MEMORYD_SCREENSHOTS`` (``make screenshots`` sets docs/screenshots,
+  the README's) and otherwise to a temporary directory: ``make test`` leaves the tree
+  clean, and every run still takes them (a screen that cannot be drawn fails).
 * ``start_web``: memoryd servers on databases of their own, so that Memo's reply jobs
   run on that server (every app's job runner takes the jobs of its database) and reach
   its sockets.
@@ -13,7 +18,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -31,7 +38,7 @@ from memoryd.server.app import create_app
 from memoryd.server.keys import SERVICES
 from memoryd.storage.database import Database, create_database_if_missing, drop_database
 from memoryd.storage.migrate import migrate
-from tests.helpers import Api, promote
+from tests.helpers import PASSWORD, Api, promote
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")
 CHROMIUM_ARGS = [
@@ -43,7 +50,16 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PHONE = {"width": 390, "height": 844}
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / (
+    os.environ.get("MEMORYD_SCREENSHOTS") or Path(tempfile.gettempdir()) / "memoryd-screenshots"
+)  # an absolute value stays as it is
+
+
+async def screenshot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
 def unavailable(reason: str) -> None:
@@ -84,6 +100,83 @@ async def browser() -> AsyncIterator[Any]:
         )
         yield browser
         await browser.close()
+
+
+class Device:
+    """One browser context with the app open, its console watched."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def _console(self, message: Any) -> None:
+        # A refused request (the weak password) or a socket that cannot connect is logged
+        # by chromium; the app shows them in words, which the tests check. Anything else
+        # (a CSP violation above all) fails the test.
+        expected = ("Failed to load resource", "WebSocket connection to")  # and while offline
+        if message.type == "error" and not message.text.startswith(expected):
+            self.errors.append(message.text)
+
+    async def sign_in(self, server: WebServer, user: Api) -> None:
+        await self.page.goto(server.url + "/")
+        form = self.page.get_by_role("form", name="Sign in")
+        await form.get_by_label("Email").fill(user.email)  # type: ignore[attr-defined]
+        await form.get_by_label("Password").fill(PASSWORD)
+        await form.get_by_role("button", name="Sign in").click()
+        await self.connected()
+
+    async def connected(self) -> None:
+        await self.page.get_by_role("status").filter(has_text="Connected").wait_for()
+
+    async def open_memory(self, title: str) -> None:
+        await self.page.locator("#memory-list button", has_text=title).click()
+        await self.page.locator("#thread-title", has_text=title).wait_for()
+
+    async def send(self, text: str) -> None:
+        await self.page.get_by_label("Message", exact=True).fill(text)
+        await self.page.get_by_role("button", name="Send").click()
+
+    def stored(self, text: str) -> Any:
+        """A message as stored by the server (it has a seq), not an optimistic copy."""
+        return self.page.locator("#messages li[data-seq]", has_text=text)
+
+    async def bodies(self) -> list[str]:
+        return await self.page.locator("#messages li[data-seq] .body").all_inner_texts()
+
+    async def screenshot(self, name: str) -> None:
+        await screenshot(self.page, name)
+
+
+Devices = Callable[..., Awaitable[Device]]
+
+
+@contextlib.asynccontextmanager
+async def open_devices(browser: Any) -> AsyncIterator[Devices]:
+    """``await devices(**context_options)``: one more device; console errors fail at the end."""
+    contexts: list[Any] = []
+    made: list[Device] = []
+
+    async def device(**options: Any) -> Device:
+        ctx = await browser.new_context(
+            viewport={"width": 1280, "height": 800}, locale="en-GB", timezone_id="UTC", **options
+        )
+        contexts.append(ctx)
+        made.append(Device(await ctx.new_page()))
+        return made[-1]
+
+    yield device
+    for ctx in contexts:
+        await ctx.close()
+    for d in made:
+        assert not d.errors, f"console errors: {d.errors}"
+
+
+@pytest_asyncio.fixture
+async def devices(browser: Any) -> AsyncIterator[Devices]:
+    async with open_devices(browser) as device:
+        yield device
 
 
 @pytest_asyncio.fixture

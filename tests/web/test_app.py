@@ -11,84 +11,11 @@ import asyncio
 import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from tests.fakes.openai import FakeOpenAI, Step
 from tests.helpers import PASSWORD, Api
-from tests.web.conftest import SCREENSHOTS, WebServer, wait_js
-
-PHONE = {"width": 390, "height": 844}
-
-
-class Device:
-    """One browser context with the app open, its console watched."""
-
-    def __init__(self, page: Any) -> None:
-        self.page = page
-        self.errors: list[str] = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def _console(self, message: Any) -> None:
-        # A refused request (the weak password) or a socket that cannot connect is logged
-        # by chromium; the app shows them in words, which the tests check. Anything else
-        # (a CSP violation above all) fails the test.
-        expected = ("Failed to load resource", "WebSocket connection to")  # and while offline
-        if message.type == "error" and not message.text.startswith(expected):
-            self.errors.append(message.text)
-
-    async def sign_in(self, server: WebServer, user: Api) -> None:
-        await self.page.goto(server.url + "/")
-        form = self.page.get_by_role("form", name="Sign in")
-        await form.get_by_label("Email").fill(user.email)  # type: ignore[attr-defined]
-        await form.get_by_label("Password").fill(PASSWORD)
-        await form.get_by_role("button", name="Sign in").click()
-        await self.connected()
-
-    async def connected(self) -> None:
-        await self.page.get_by_role("status").filter(has_text="Connected").wait_for()
-
-    async def open_memory(self, title: str) -> None:
-        await self.page.locator("#memory-list button", has_text=title).click()
-        await self.page.locator("#thread-title", has_text=title).wait_for()
-
-    async def send(self, text: str) -> None:
-        await self.page.get_by_label("Message", exact=True).fill(text)
-        await self.page.get_by_role("button", name="Send").click()
-
-    def stored(self, text: str) -> Any:
-        """A message as stored by the server (it has a seq), not an optimistic copy."""
-        return self.page.locator("#messages li[data-seq]", has_text=text)
-
-    async def bodies(self) -> list[str]:
-        return await self.page.locator("#messages li[data-seq] .body").all_inner_texts()
-
-    async def screenshot(self, name: str) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-
-
-@pytest.fixture
-async def devices(browser: Any) -> AsyncIterator[Any]:
-    contexts: list[Any] = []
-    made: list[Device] = []
-
-    async def device(**options: Any) -> Device:
-        ctx = await browser.new_context(
-            viewport={"width": 1280, "height": 800}, locale="en-GB", timezone_id="UTC", **options
-        )
-        contexts.append(ctx)
-        made.append(Device(await ctx.new_page()))
-        return made[-1]
-
-    yield device
-    for ctx in contexts:
-        await ctx.close()
-    for d in made:
-        assert not d.errors, f"console errors: {d.errors}"
+from tests.web.conftest import PHONE, WebServer, wait_js
 
 
 async def test_register_then_two_devices_see_each_other_live(

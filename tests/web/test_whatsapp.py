@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from tests.fakes.whatsapp import FakeGraph, WebhookDriver
 from tests.helpers import PASSWORD
-from tests.web.conftest import SCREENSHOTS, StartWeb
+from tests.web.conftest import StartWeb, screenshot
 
 APP_SECRET = "app-secret-" + uuid.uuid4().hex
 
@@ -49,7 +49,9 @@ async def test_whatsapp_thread_shows_contact_and_delivery(
     )
     assert posted.status == 200, posted.text
 
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 800}, locale="en-GB", timezone_id="UTC"
+    )
     try:
         page = await context.new_page()
         await page.goto(server.url + "/")
@@ -61,6 +63,9 @@ async def test_whatsapp_thread_shows_contact_and_delivery(
         await item.locator(".tag-wa", has_text="WhatsApp").wait_for()
         await item.click()
         await page.locator("#thread-subtitle", has_text=f"Grace Hopper (+{contact})").wait_for()
+        # Text only to WhatsApp: no attach or record buttons in its thread.
+        assert await page.get_by_role("button", name="Attach a file").is_hidden()
+        assert await page.get_by_role("button", name="Record a voice message").is_hidden()
         inbound = page.locator("#messages li.contact[data-seq]", has_text="Are we still on?")
         await inbound.locator(".author", has_text="Grace Hopper").wait_for()
 
@@ -78,6 +83,6 @@ async def test_whatsapp_thread_shows_contact_and_delivery(
             assert posted.status == 200, posted.text
             await mine.and_(page.locator(f"[data-status={status}]")).wait_for()
         assert await mine.locator(".status").inner_text() == "Read"
-        await page.screenshot(path=str(SCREENSHOTS / "whatsapp-desktop.png"))
+        await screenshot(page, "whatsapp-desktop")
     finally:
         await context.close()

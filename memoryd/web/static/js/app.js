@@ -6,7 +6,7 @@
 // and the events that follow it agree.
 
 import { MemorydClient, tokenClaims } from "/memoryd-client.js";
-import { describeAttachments, enableAttachments } from "./attachments.js";
+import { attachmentsView, contentShownByFiles, enableAttachments, namesOf } from "./attachments.js";
 import { $, h, time } from "./dom.js";
 import { describe } from "./errors.js";
 import { searchMemories } from "./search.js";
@@ -116,7 +116,11 @@ export class App {
     input.addEventListener("input", () => this.onTyping());
     document.addEventListener("visibilitychange", () => this.markRead());
     window.addEventListener("focus", () => this.markRead());
-    enableAttachments($("composer"));
+    this.attachments = enableAttachments($("composer"), {
+      client: this.client,
+      memoryId: () => this.thread?.memoryId,
+      changed: () => ($("composer-status").textContent = ""),
+    });
   }
 
   showConnection(state) {
@@ -451,6 +455,7 @@ export class App {
     fav.textContent = memory.isFavorite ? "★ Favourite" : "☆ Favourite";
     const memoAnswers = memory.metadata?.memoAnswers === true;
     $("ask-memo-label").hidden = !this.permissions.has("access:ai") || memoAnswers || wa;
+    this.attachments.allow(!wa); // WhatsApp sends take text only (docs/protocol.md)
   }
 
   async toggleFavorite() {
@@ -516,12 +521,28 @@ export class App {
   onSubmit(e) {
     e.preventDefault();
     const input = $("message-input");
-    const content = input.value.trim();
-    if (!content || !this.thread) return;
+    const words = input.value.trim();
+    if (!this.thread) return;
+    const picked = this.attachments.take();
+    if (picked.busy) {
+      $("composer-status").textContent = "Wait for the uploads to finish, then send.";
+      return;
+    }
+    if (!words && !picked.ids.length) return;
     const ai = !$("ask-memo-label").hidden && $("ask-memo").checked;
     const clientMsgId = this.client.newClientMsgId();
     input.value = "";
-    this.send({ clientMsgId, content, ai, memoryId: this.thread.memoryId, createdAt: new Date().toISOString() });
+    this.attachments.clear();
+    this.send({
+      clientMsgId,
+      content: words || namesOf(picked.files), // a message needs words: the files' names
+      files: picked.files,
+      attachments: picked.ids,
+      messageType: picked.messageType,
+      ai,
+      memoryId: this.thread.memoryId,
+      createdAt: new Date().toISOString(),
+    });
   }
 
   send(draft) {
@@ -532,9 +553,12 @@ export class App {
     t.pending.set(draft.clientMsgId, draft);
     this.renderMessages();
     this.scrollToEnd();
-    const { memoryId, clientMsgId, content, ai } = draft;
+    const { memoryId, clientMsgId, content, ai, attachments = [], messageType = "text" } = draft;
+    const params = { memoryId, clientMsgId, content };
+    if (attachments.length) Object.assign(params, { attachments, messageType });
+    if (ai) params.ai = true;
     this.client
-      .request("message.send", { memoryId, clientMsgId, content, ...(ai ? { ai: true } : {}) }, { timeout: SEND_TIMEOUT })
+      .request("message.send", params, { timeout: SEND_TIMEOUT })
       .then((message) => {
         if (this.thread?.memoryId !== memoryId) return;
         this.storeMessage(message); // the stored message replaces the optimistic one
@@ -602,13 +626,12 @@ export class App {
     } else if (m.isAiGenerated && m.status === "failed") {
       meta.push(h("span", { class: "status" }, "Memo could not answer"));
     }
-    const attachments = describeAttachments(m);
     return h(
       "li",
-      { class: `msg ${kind}`, dataset: { seq: m.seq, status: m.status, clientMsgId: m.clientMsgId ?? "", messageId: m.id } },
+      { class: `msg ${kind}`, dataset: { seq: m.seq, status: m.status, clientMsgId: m.clientMsgId ?? "", messageId: m.id, type: m.messageType } },
       h("p", { class: "author" }, author),
-      attachments ? h("p", { class: "attachments" }, attachments) : null,
-      h("p", { class: "body" }, m.content),
+      ...attachmentsView(this.client, m),
+      contentShownByFiles(m) ? null : h("p", { class: "body" }, m.content),
       h("p", { class: "meta" }, ...meta),
     );
   }
@@ -634,7 +657,8 @@ export class App {
       "li",
       { class: "msg mine pending", dataset: { state: draft.state, clientMsgId: draft.clientMsgId } },
       h("p", { class: "author" }, "You"),
-      h("p", { class: "body" }, draft.content),
+      draft.files?.length ? h("p", { class: "attachments" }, `Attached: ${namesOf(draft.files)}`) : null,
+      draft.files?.length && draft.content === namesOf(draft.files) ? null : h("p", { class: "body" }, draft.content),
       h(
         "p",
         { class: "meta" },
