@@ -28,7 +28,8 @@ ALLOWED: dict[str, tuple[str, str, str]] = {
     "audio/mp4": ("audio/mp4", "audio", ".m4a"),
     "audio/aac": ("audio/aac", "audio", ".aac"),
     "audio/amr": ("audio/amr", "audio", ".amr"),
-    "video/webm": ("video/webm", "video", ".webm"),  # browsers' MediaRecorder: Opus in WebM
+    "audio/webm": ("audio/webm", "audio", ".webm"),  # browsers' MediaRecorder: Opus in WebM
+    "video/webm": ("video/webm", "video", ".webm"),
     "video/mp4": ("video/mp4", "video", ".mp4"),
     "video/quicktime": ("video/quicktime", "video", ".mov"),
     "video/3gpp": ("video/3gpp", "video", ".3gp"),
@@ -80,6 +81,8 @@ def sniff(head: bytes) -> Sniffed | None:
     if not head:
         return None
     guess = filetype.guess_mime(head)
+    if guess == "video/webm" and _audio_only_webm(head):
+        guess = "audio/webm"
     if guess is not None:
         found = ALLOWED.get(guess)
         return Sniffed(*found) if found else None
@@ -91,6 +94,17 @@ def sniff(head: bytes) -> Sniffed | None:
         if exc.start < len(head) - 3:  # a character cut at the end of the head is fine
             return None
     return Sniffed(*TEXT)
+
+
+_AUDIO_CODEC = re.compile(rb"A_(?:OPUS|VORBIS|AAC|FLAC|MPEG|PCM)")
+_VIDEO_CODEC = re.compile(rb"V_(?:VP8|VP9|AV1|MPEG|THEORA|UNCOMPRESSED)")
+
+
+def _audio_only_webm(head: bytes) -> bool:
+    """A WebM whose track list (near the start, before the first cluster) names only audio
+    codecs: a browser's voice recording, stored as audio rather than video."""
+    tracks = head.split(b"\x1f\x43\xb6\x75", 1)[0]  # the first Cluster ends the header
+    return _AUDIO_CODEC.search(tracks) is not None and _VIDEO_CODEC.search(tracks) is None
 
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f"*/:<>?\\|]+')

@@ -28,7 +28,7 @@ from memoryd.storage.messages import NewMessage, Planner, SendContext, SendPlan
 
 log = logging.getLogger("memoryd.voice")
 
-VOICE_KINDS = ("audio", "video")  # WebM/Opus from browsers sniffs as video/webm
+VOICE_KINDS = ("audio", "video")  # a voice note may come as a video file's sound track
 
 
 class VoiceUpload(msgspec.Struct, rename="camel", kw_only=True):

@@ -165,6 +165,9 @@ async def test_the_local_recognizer_transcribes_a_browser_recording(
     )
     message = await me.get(f"/api/memories/{memory}/messages/{resp.body['messageId']}")
     assert message.body["message"]["content"] == done["text"]
+    # A WebM with only a sound track is a voice note, not a video.
+    stored = await me.get(f"/api/files/{resp.body['fileId']}")
+    assert (stored.body["file"]["fileType"], stored.body["file"]["kind"]) == ("audio/webm", "audio")
 
 
 async def test_the_local_recognizer_reads_whatsapp_opus_in_ogg(

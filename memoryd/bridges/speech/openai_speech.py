@@ -19,7 +19,7 @@ MAX_BYTES = 25 * 1024 * 1024
 # What /audio/transcriptions reads (OpenAI's reference): flac mp3 mp4 mpeg mpga m4a ogg wav webm.
 _ACCEPTED = {
     "audio/flac": "flac", "audio/mpeg": "mp3", "audio/mp4": "m4a", "audio/ogg": "ogg",
-    "audio/wav": "wav", "video/webm": "webm", "video/mp4": "mp4",
+    "audio/wav": "wav", "audio/webm": "webm", "video/webm": "webm", "video/mp4": "mp4",
 }  # fmt: skip
 # verbose_json names the language ("english"); the API takes ISO 639-1 codes.
 _CODES = {
