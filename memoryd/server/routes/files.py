@@ -144,7 +144,7 @@ async def _drain(reader: MultipartReader) -> dict[str, str]:
         permission=Permission.WRITE_MEMORIES,
         notes="Streamed to the blob store (local directory or S3), never held whole in "
         "memory. The type is sniffed from the first bytes, not taken from the client: "
-        "images (JPEG, PNG, GIF, WebP, HEIC), audio (Ogg, MP3, WAV, FLAC, M4A, AAC, AMR), "
+        "images (JPEG, PNG, GIF, WebP, HEIC), audio (Ogg, WebM, MP3, WAV, FLAC, M4A, AAC, AMR), "
         "video (WebM, MP4, QuickTime, 3GP), PDF, office documents, ZIP and UTF-8 text "
         "(stored as `text/plain` whatever markup it holds); anything else is 415 "
         "`unsupported_file_type`. 400 `empty_file` for 0 bytes, `bad_multipart` for a body "
