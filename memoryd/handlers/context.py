@@ -13,6 +13,7 @@ from memoryd.config import Settings
 from memoryd.errors import Forbidden
 from memoryd.handlers.ai_runtime import AIRuntime
 from memoryd.handlers.rbac import Permission
+from memoryd.handlers.search_runtime import SearchRuntime
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.protocol.models import Event
 from memoryd.storage.store import Storage
@@ -48,6 +49,7 @@ class Services:
     whatsapp: WhatsAppBridge | None = None  # set when WHATSAPP_APP_SECRET is configured
     wake_jobs: Callable[[], None] = lambda: None  # a job was enqueued: run it now
     ai: AIRuntime = field(default_factory=AIRuntime)  # Memo: provider, limits, metrics
+    search: SearchRuntime = field(default_factory=SearchRuntime)  # embedder, vector store
 
     def publish(self, user_id: UUID, *events: Event | None) -> None:
         committed = [e for e in events if e is not None]

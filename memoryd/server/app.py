@@ -42,6 +42,7 @@ from memoryd.server.maintenance import prune_events
 from memoryd.server.metrics import Metrics
 from memoryd.server.ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from memoryd.server.routes import ai, auth, health, resources, sync, webhooks
+from memoryd.server.routes import search as search_routes
 from memoryd.server.sockets import SocketServer
 from memoryd.storage.ai import AI_REPLY
 from memoryd.storage.bootstrap import database_dsn, open_database
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(sync.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(ai.routes)
+    app.add_routes(search_routes.routes)
     return app
 
 

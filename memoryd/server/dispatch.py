@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from memoryd.errors import Unauthorized
-from memoryd.handlers import ai, categories, memories, messages
+from memoryd.handlers import ai, categories, memories, messages, search
 from memoryd.handlers.auth import caller_from_claims
 from memoryd.protocol import frames as f
 
@@ -73,6 +73,8 @@ async def dispatch(conn: Connection, frame: f.Request) -> Any:
             return await ai.ask(svc, who, frame.memory_id, frame)
         case f.AiCancel():
             return await ai.cancel(svc, who, frame)
+        case f.Search():
+            return await search.search(svc, who, frame)
     raise AssertionError(f"no dispatch for {type(frame).__name__}")  # pragma: no cover
 
 

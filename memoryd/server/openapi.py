@@ -78,6 +78,7 @@ from memoryd.protocol.requests import (
     UpdateCategoryRequest,
     UpdateMemoryRequest,
 )
+from memoryd.protocol.search import SearchPage, SearchRequest
 
 Schema = dict[str, Any]
 
@@ -251,7 +252,8 @@ OPERATIONS: tuple[Op, ...] = (
     # -- memories
     Op("GET", "/api/memories", "listMemories", "Search and page the caller's memories",
        "Memories", response=MemoryPage, query=ListMemoriesRequest, permission=_READ,
-       notes="`search` looks in the title, description, tags and the text of `content`; "
+       notes="`search` looks in the title, description, tags and the text of `content`, "
+       "and in the memory's messages (full text in the user's language, typos tolerated); "
        "`tags` keeps the memories that carry every tag given. Unknown parameters are 400."),
     Op("POST", "/api/memories", "createMemory", "Create a memory", "Memories",
        response=MemoryResponse, status=201, body=CreateMemoryRequest, permission=_WRITE),
@@ -265,6 +267,16 @@ OPERATIONS: tuple[Op, ...] = (
        response=ReadResponse, body=MarkReadRequest, permission=_READ,
        notes="Messages with `seq` up to the given one are read on every device; the marker "
        "never moves back (the answer carries the marker in force)."),
+    # -- search
+    Op("GET", "/api/search", "search", "Find memories by what was said in them", "Search",
+       response=SearchPage, query=SearchRequest, permission=_READ,
+       notes="Memories with their matching messages (id, `seq`, a snippet with `<mark>`), "
+       "best first. `mode`: `text` (full text in the user's language plus trigrams for "
+       "typos and prefixes; `\"a phrase\"`, `or` and `-word` work as in web search), "
+       "`semantic` (embeddings) or `hybrid` (both, fused by reciprocal rank), the default "
+       "when the server has an embedder; `modes` in the answer says which were used. "
+       "`semantic` without an embedder is 400 `semantic_unavailable`. `nextCursor` pages. "
+       "Unknown parameters are 400."),
     # -- messages
     Op("GET", "/api/memories/{id}/messages", "listMessages", "Page a memory's messages",
        "Messages", response=MessagePage, query=ListMessagesRequest, permission=_READ,

@@ -10,6 +10,7 @@ from memoryd.storage.events import EventStore
 from memoryd.storage.jobs import JobStore
 from memoryd.storage.memories import MemoryStore
 from memoryd.storage.messages import MessageStore
+from memoryd.storage.search import SearchStore
 from memoryd.storage.users import RefreshTokenStore, UserStore
 from memoryd.storage.whatsapp import WhatsAppStore
 
@@ -27,3 +28,4 @@ class Storage:
         self.jobs = JobStore(db)
         self.ai = AIStore(db)
         self.whatsapp = WhatsAppStore(db)
+        self.search = SearchStore(db)
