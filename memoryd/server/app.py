@@ -16,7 +16,7 @@ from memoryd.bridges.google import GoogleOAuth
 from memoryd.bridges.whatsapp import GraphClient, Throttle, WhatsAppBridge
 from memoryd.config import RateLimit, Settings
 from memoryd.crypto import SecretBox
-from memoryd.handlers import ai_reply, whatsapp
+from memoryd.handlers import ai_reply, search_jobs, whatsapp
 from memoryd.handlers.ai_runtime import AIRuntime
 from memoryd.handlers.context import Services
 from memoryd.handlers.tokens import TokenIssuer
@@ -43,6 +43,7 @@ from memoryd.server.metrics import Metrics
 from memoryd.server.ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from memoryd.server.routes import ai, auth, health, resources, sync, webhooks
 from memoryd.server.routes import search as search_routes
+from memoryd.server.search import close_search, open_search
 from memoryd.server.sockets import SocketServer
 from memoryd.storage.ai import AI_REPLY
 from memoryd.storage.bootstrap import database_dsn, open_database
@@ -122,6 +123,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         services.wake_jobs = jobs.wake
         services.ai = AIRuntime(provider=provider_for(settings), hooks=ServerAIHooks(app))
         jobs.register(AI_REPLY, ai_reply.job_handler(services))
+        services.search = await open_search(settings, services.store)  # search: embeddings
+        if services.search.semantic:
+            jobs.register(search_jobs.EMBED, search_jobs.job_handler(services))
         if services.whatsapp is not None:  # only nodes configured for WhatsApp run its jobs
             for kind, handler in whatsapp.job_handlers(services).items():
                 jobs.register(kind, handler)
@@ -135,6 +139,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         finally:
             await jobs.stop()
             await services.ai.provider.aclose()
+            await close_search(services.search)
             pruner.cancel()
             await acks.stop()
             if fanout is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
-from memoryd.storage.database import Database
-from tests.conftest import RunningServer
+from memoryd.storage.database import Database, create_database_if_missing, drop_database
+from memoryd.storage.migrate import migrate
+from tests.conftest import RunningServer, _dsn_with_database
 from tests.helpers import Api, promote
 from tests.search.corpus import DOCS, messages_of
 
@@ -71,3 +73,26 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 async def premium(api: Api, db: Database) -> Api:
     """A fresh user allowed to delete (the default role may not)."""
     return await promote(await api.register(), db)
+
+
+async def embedded(db: Database, user: Api, timeout: float = 30.0) -> None:
+    """Wait until every document of ``user`` has its embedding (the queue is empty)."""
+    user_id = user.user["id"]  # type: ignore[attr-defined]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await db.fetchval(
+        "SELECT count(*) FROM search_embed_queue WHERE user_id = $1", uuid.UUID(user_id)
+    ):
+        assert asyncio.get_running_loop().time() < deadline, "embeddings did not catch up"
+        await asyncio.sleep(0.05)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def own_database(admin_dsn: str) -> AsyncIterator[str]:
+    """A database of this module's own: its servers' jobs are the only ones that run there
+    (the shared server would otherwise take them with its own embedder)."""
+    name = f"memoryd_search_{uuid.uuid4().hex[:10]}"
+    await create_database_if_missing(admin_dsn, name)
+    dsn = _dsn_with_database(admin_dsn, name)
+    await migrate(dsn)
+    yield dsn
+    await drop_database(admin_dsn, name)
