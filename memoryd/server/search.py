@@ -72,6 +72,7 @@ async def open_search(settings: Settings, store: Storage) -> SearchRuntime:
     existing = await vectors.prepare(embedder.dimension)
     if existing is not None and existing != embedder.dimension:
         await embedder.aclose()
+        await vectors.aclose()
         raise ConfigError(
             f"the {vectors.name} index holds {existing}-dimension vectors but the embedder "
             f"{embedder.model} makes {embedder.dimension}: set MEMORYD_EMBEDDING_DIMENSION="

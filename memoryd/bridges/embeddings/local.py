@@ -33,7 +33,8 @@ class LocalEmbedder:
                 self._model = wordllama.WordLlama.load(
                     cache_dir=os.path.dirname(wordllama.__file__),
                     disable_download=True,
-                    dim=self.dimension,
+                    dim=256,  # the one set of weights the wheel ships
+                    trunc_dim=self.dimension if self.dimension != 256 else None,
                 )
             return self._model
 

@@ -87,4 +87,4 @@ class PineconeStore:
         return {k: list(v.values) for k, v in (resp.vectors or {}).items()}
 
     async def aclose(self) -> None:
-        return None
+        await asyncio.to_thread(self._index.close)
