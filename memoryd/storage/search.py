@@ -446,6 +446,13 @@ class SearchStore:
         )
         return run_id, total, False
 
+    async def close_unfinished_reindex(self, user_id: UUID | None) -> None:
+        await self.db.execute(
+            """UPDATE search_reindex_runs SET finished_at = now()
+               WHERE finished_at IS NULL AND user_id IS NOT DISTINCT FROM $1""",
+            user_id,
+        )
+
     async def close_reindex(self, run_id: UUID) -> None:
         await self.db.execute(
             "UPDATE search_reindex_runs SET finished_at = now() WHERE id = $1", run_id
