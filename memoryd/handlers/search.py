@@ -27,6 +27,7 @@ from memoryd.storage.search import Hit, SearchFilter, query_words
 CANDIDATES = 200  # hits taken from each ranking before fusion (more for later pages)
 MESSAGES_PER_MEMORY = 3
 MAX_OFFSET = 1000
+FUZZY_BELOW = 50  # typo and prefix matches are looked for when exact ones are fewer
 
 
 class _Cursor(msgspec.Struct):
@@ -101,6 +102,8 @@ async def text_ranking(
     exact = await svc.store.search.full_text(user_id, query, f, limit=limit, any_word=any_word)
     if any_word or _exact_syntax(query):
         return exact  # Memo's retrieval, or a phrase or -word: exact matches only
+    if len(exact) >= FUZZY_BELOW:
+        return exact  # enough exact matches: typo and prefix matches would rank below them
     fuzzy = await svc.store.search.fuzzy(user_id, query, f, limit=limit)
     return fuse([(exact, 1.0), (fuzzy, runtime.fuzzy_weight)])
 

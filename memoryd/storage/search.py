@@ -34,6 +34,7 @@ _HEADLINE = (
 _WORD = re.compile(r"\w+", re.UNICODE)
 _MAX_WORDS = 16
 _MAX_FUZZY_WORDS = 6
+FUZZY_CANDIDATES = 1000  # documents scored for typos and prefixes, at most
 
 
 @dataclass(frozen=True)
@@ -207,18 +208,24 @@ class SearchStore:
             await conn.execute(
                 f"SET LOCAL pg_trgm.strict_word_similarity_threshold = {WORD_SIMILARITY:.2f}"
             )
+            # Candidates first (bounded: a short prefix can match most of a large history),
+            # then the similarity of each, which is the costly part.
+            cap = w.param(FUZZY_CANDIDATES)
             rows = await conn.fetch(
-                f"""WITH pq AS MATERIALIZED (SELECT {prefix_q} AS q)
-                    (SELECT m.id AS memory_id, NULL::uuid AS message_id,
-                            {score("m.search_text")} AS score
-                     FROM memories m, pq
-                     WHERE m.user_id = $1 AND ({match("m.search_tsv", "m.search_text")})
-                           {mem_where})
+                f"""WITH pq AS MATERIALIZED (SELECT {prefix_q} AS q),
+                    mem AS (SELECT m.id, m.search_text FROM memories m, pq
+                            WHERE m.user_id = $1
+                              AND ({match("m.search_tsv", "m.search_text")}) {mem_where}
+                            LIMIT {cap}),
+                    msg AS (SELECT msg.id, msg.memory_id, msg.content
+                            FROM messages msg JOIN memories m ON m.id = msg.memory_id, pq
+                            WHERE msg.user_id = $1
+                              AND ({match("msg.search_tsv", "msg.content")}) {msg_where}
+                            LIMIT {cap})
+                    (SELECT mem.id AS memory_id, NULL::uuid AS message_id,
+                            {score("mem.search_text")} AS score FROM mem)
                     UNION ALL
-                    (SELECT msg.memory_id, msg.id, {score("msg.content")}
-                     FROM messages msg JOIN memories m ON m.id = msg.memory_id, pq
-                     WHERE msg.user_id = $1 AND ({match("msg.search_tsv", "msg.content")})
-                           {msg_where})
+                    (SELECT msg.memory_id, msg.id, {score("msg.content")} FROM msg)
                     ORDER BY score DESC, message_id NULLS FIRST LIMIT {w.param(limit)}""",
                 *args,
             )

@@ -107,3 +107,26 @@ async def test_the_seed_profile_runs_under_locust_and_passes(
     assert {"POST /api/memories [create]", "WS hello", "WS memory.create"} <= names, names
     assert any(n.startswith("WS deliver") for n in names), names
     assert "seed profile: PASS" in report["_stdout"]
+
+
+async def test_search_loads_indexes_and_answers_every_mode(
+    scratch_dir: Path, admin_dsn: str
+) -> None:
+    report = await bench(scratch_dir, admin_dsn, "--only", "search")
+    search = report["results"]["search"]
+    assert search["messages_total"] >= 3000 + 500  # the bulk load, then the sends
+    assert search["text_indexing"]["messages_per_s"] > 0
+    modes = ["text", "semantic", "hybrid"] if search["vector_store"] else ["text"]
+    for label in ("10k", "100k"):
+        per = search[f"user_{label}"]
+        for mode in modes:
+            assert per[mode]["queries"] == 10 and per[mode]["with_results"] > 0, (label, mode)
+            lat = per[mode]["latency_ms"]
+            assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    if search["vector_store"]:
+        assert search["embedding_large"]["documents"] == 1000 + search_memories(1000)
+    assert "| search (user's messages) |" in report["_markdown"]
+
+
+def search_memories(messages: int) -> int:
+    return max(1, messages // 500)  # loadtests/bench/search.py: a memory per 500 messages

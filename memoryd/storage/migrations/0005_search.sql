@@ -75,8 +75,23 @@ UPDATE messages SET content = content;
 
 CREATE INDEX idx_memories_search ON memories USING GIN (search_tsv);
 CREATE INDEX idx_memories_search_trgm ON memories USING GIN (search_text gin_trgm_ops);
-CREATE INDEX idx_messages_search ON messages USING GIN (search_tsv);
-CREATE INDEX idx_messages_content_trgm ON messages USING GIN (content gin_trgm_ops);
+-- A user's search must not read every user's matches: with btree_gin (a contrib module
+-- like pg_trgm) the user id is the first column of the GIN indexes, so the index scan
+-- returns only the user's rows. Without it (or without the right to create it) the
+-- indexes are on the text alone, and the user filter is applied to their matches.
+DO $$
+BEGIN
+    BEGIN
+        CREATE EXTENSION IF NOT EXISTS btree_gin;
+        CREATE INDEX idx_messages_search ON messages USING GIN (user_id, search_tsv);
+        CREATE INDEX idx_messages_content_trgm ON messages
+            USING GIN (user_id, content gin_trgm_ops);
+    EXCEPTION WHEN undefined_file OR insufficient_privilege OR feature_not_supported THEN
+        RAISE NOTICE 'btree_gin is not available: search indexes without the user id';
+        CREATE INDEX idx_messages_search ON messages USING GIN (search_tsv);
+        CREATE INDEX idx_messages_content_trgm ON messages USING GIN (content gin_trgm_ops);
+    END;
+END $$;
 
 -- Embeddings. `search_state.embed` is switched on at start-up by a node that has an
 -- embedder and a vector store; while it is off nothing is queued.
