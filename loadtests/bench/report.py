@@ -223,7 +223,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"Indexing: {text['messages_per_s']:.0f} messages/s stored through sends with the "
-            "search triggers (full text, trigram) on"
+            "search triggers (full text, vocabulary) on"
             + "".join(
                 f"; {search[k]['documents_per_s']:.0f} documents/s embedded ({search['embedder']})"
                 f" and stored ({search['vector_store']}) for {search[k]['documents']} documents"

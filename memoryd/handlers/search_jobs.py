@@ -21,6 +21,7 @@ from memoryd.storage.jobs import Job
 from memoryd.storage.store import Storage
 
 EMBED = "search.embed"
+BULK_ABOVE = 20_000  # documents: a full reindex past this rebuilds the HNSW index once
 _MAX_ROUNDS = 50  # then let other jobs run; the job comes back at once
 
 
@@ -104,11 +105,19 @@ async def reindex(
 
     if progress is not None:
         progress(max(0, total - remaining), total, 0)
-    for owner, _ in queued:
-        left = None if stop_after is None else stop_after - done
-        if left is not None and left <= 0:
-            break
-        await embed_queued(storage, runtime, owner, progress=step, stop_after=left)
+    # Everyone's vectors: one HNSW build at the end beats an index insert per vector.
+    bulk = user_id is None and remaining > BULK_ABOVE and hasattr(runtime.vectors, "drop_index")
+    if bulk:
+        await runtime.vectors.drop_index()  # type: ignore[union-attr]
+    try:
+        for owner, _ in queued:
+            left = None if stop_after is None else stop_after - done
+            if left is not None and left <= 0:
+                break
+            await embed_queued(storage, runtime, owner, progress=step, stop_after=left)
+    finally:
+        if bulk:
+            await runtime.vectors.build_index()  # type: ignore[union-attr]
     finished = not await store.queued_users(user_id)
     if finished:
         await store.close_reindex(run_id)

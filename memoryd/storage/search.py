@@ -23,8 +23,8 @@ from memoryd.storage.rows import MEMORY_COLUMNS, to_models
 # Below this, a word of the query is matched as a prefix only (trigrams of a one- or
 # two-letter word match nearly everything).
 MIN_TRIGRAM_CHARS = 3
-# pg_trgm's strict word similarity (trigrams shared with a whole word of the text) that
-# a typo needs to match: "castel" ~ "castle" is 0.4, "tower" ~ "lower" 0.33.
+# pg_trgm's similarity of two words that a typo needs to be corrected: "castel" ~ "castle"
+# is 0.4, "kitten" ~ "kitchen" 0.36, "tower" ~ "lower" 0.33.
 WORD_SIMILARITY = 0.4
 START, STOP = "\x02", "\x03"  # ts_headline's marks, turned into <mark> after escaping
 _HEADLINE = (
@@ -34,7 +34,6 @@ _HEADLINE = (
 _WORD = re.compile(r"\w+", re.UNICODE)
 _MAX_WORDS = 16
 _MAX_FUZZY_WORDS = 6
-FUZZY_CANDIDATES = 1000  # documents scored for typos and prefixes, at most
 
 
 @dataclass(frozen=True)
@@ -153,18 +152,22 @@ class SearchStore:
         """Documents matching ``websearch_to_tsquery`` (quotes, ``or``, ``-word``), or with
         ``any_word`` any word of ``query``; ranked by ``ts_rank`` (weights A title,
         B description and tags, C content and messages)."""
-        args: list[Any] = [user_id]
-        w = _Where(args)
         if any_word:
             terms = _tsquery_terms(query_words(query), "|", prefix=False)
             if terms is None:
                 return []
-            tsquery = f"to_tsquery(cfg.c, {w.param(terms)})"
-        else:
-            tsquery = f"websearch_to_tsquery(cfg.c, {w.param(query)})"
+            return await self._ranked(self.db, user_id, "to_tsquery", terms, f, limit)
+        return await self._ranked(self.db, user_id, "websearch_to_tsquery", query, f, limit)
+
+    async def _ranked(
+        self, conn: Any, user_id: UUID, parser: str, text: str, f: SearchFilter, limit: int
+    ) -> list[Hit]:
+        args: list[Any] = [user_id]
+        w = _Where(args)
+        tsquery = f"{parser}(cfg.c, {w.param(text)})"
         mem_where = w.memory(f) + w.created(f, "m.created_at")
         msg_where = w.memory(f) + w.message(f)
-        rows = await self.db.fetch(
+        rows = await conn.fetch(
             f"""WITH cfg AS MATERIALIZED (
                     SELECT memoryd_ts_config(language) AS c FROM users WHERE id = $1),
                 q AS MATERIALIZED (SELECT {tsquery} AS tq FROM cfg)
@@ -181,55 +184,45 @@ class SearchStore:
         )
         return _hits(rows)
 
-    async def fuzzy(self, user_id: UUID, query: str, f: SearchFilter, *, limit: int) -> list[Hit]:
-        """Typos and prefixes: a word of the query that is a prefix of an indexed word
-        (``tra`` finds ``tram``) or close to a word by pg_trgm strict word similarity (``castel``
-        finds ``castle``); ranked by the sum of the words' similarities."""
-        words = query_words(query)[:_MAX_FUZZY_WORDS]
-        prefixes = _tsquery_terms(words, "|", prefix=True)
-        if prefixes is None:
-            return []
-        args: list[Any] = [user_id]
-        w = _Where(args)
-        cfg = "(SELECT memoryd_ts_config(language) FROM users WHERE id = $1)"
-        prefix_q = f"to_tsquery({cfg}, {w.param(prefixes)})"
-        typos = [w.param(word) for word in words if len(word) >= MIN_TRIGRAM_CHARS]
-
-        def match(tsv: str, text: str) -> str:
-            return " OR ".join([f"{tsv} @@ pq.q", *(f"{p} <<% {text}" for p in typos)])
-
-        def score(text: str) -> str:
-            parts = [f"strict_word_similarity({p}, {text})" for p in typos]
-            return " + ".join(parts or ["0.5"])
-
-        mem_where = w.memory(f) + w.created(f, "m.created_at")
-        msg_where = w.memory(f) + w.message(f)
+    async def corrections(self, user_id: UUID, words: Sequence[str]) -> dict[str, list[str]]:
+        """Up to three words of the user's own vocabulary close to each of ``words`` by
+        pg_trgm similarity ("castel" -> "castle")."""
+        typos = [w for w in words if len(w) >= MIN_TRIGRAM_CHARS]
+        if not typos:
+            return {}
         async with self.db.transaction() as conn:
-            await conn.execute(
-                f"SET LOCAL pg_trgm.strict_word_similarity_threshold = {WORD_SIMILARITY:.2f}"
-            )
-            # Candidates first (bounded: a short prefix can match most of a large history),
-            # then the similarity of each, which is the costly part.
-            cap = w.param(FUZZY_CANDIDATES)
+            await conn.execute(f"SET LOCAL pg_trgm.similarity_threshold = {WORD_SIMILARITY:.2f}")
             rows = await conn.fetch(
-                f"""WITH pq AS MATERIALIZED (SELECT {prefix_q} AS q),
-                    mem AS (SELECT m.id, m.search_text FROM memories m, pq
-                            WHERE m.user_id = $1
-                              AND ({match("m.search_tsv", "m.search_text")}) {mem_where}
-                            LIMIT {cap}),
-                    msg AS (SELECT msg.id, msg.memory_id, msg.content
-                            FROM messages msg JOIN memories m ON m.id = msg.memory_id, pq
-                            WHERE msg.user_id = $1
-                              AND ({match("msg.search_tsv", "msg.content")}) {msg_where}
-                            LIMIT {cap})
-                    (SELECT mem.id AS memory_id, NULL::uuid AS message_id,
-                            {score("mem.search_text")} AS score FROM mem)
-                    UNION ALL
-                    (SELECT msg.memory_id, msg.id, {score("msg.content")} FROM msg)
-                    ORDER BY score DESC, message_id NULLS FIRST LIMIT {w.param(limit)}""",
-                *args,
+                """SELECT q.w, v.word FROM unnest($2::text[]) AS q(w)
+                   CROSS JOIN LATERAL (
+                       SELECT word FROM search_words
+                       WHERE user_id = $1 AND word % q.w AND word <> q.w
+                       ORDER BY similarity(word, q.w) DESC, word LIMIT 3) v""",
+                user_id,
+                typos,
             )
-        return _hits(rows)
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            out.setdefault(r["w"], []).append(r["word"])
+        return out
+
+    async def fuzzy(self, user_id: UUID, query: str, f: SearchFilter, *, limit: int) -> list[Hit]:
+        """Typos and prefixes: every word of the query as a prefix (``vacc`` finds
+        vaccination) or replaced by close words of the user's vocabulary (``castel`` finds
+        castle), any word; ranked by ``ts_rank`` (more of the words rank higher)."""
+        words = query_words(query)[:_MAX_FUZZY_WORDS]
+        if not words:
+            return []
+        fixes = await self.corrections(user_id, words)
+        terms = []
+        for word in words:
+            if "'" in word:
+                continue
+            alternatives = [f"'{word}':*", *(f"'{c}'" for c in fixes.get(word, []) if "'" not in c)]
+            terms.append("(" + " | ".join(alternatives) + ")")
+        if not terms:
+            return []
+        return await self._ranked(self.db, user_id, "to_tsquery", " | ".join(terms), f, limit)
 
     async def resolve(self, user_id: UUID, hits: Sequence[Hit], f: SearchFilter) -> list[Hit]:
         """The hits (from a vector store) that are still the user's, pass the filters and

@@ -123,6 +123,19 @@ class PgVectorStore:
         return [VectorMatch(r["doc_id"], r["memory_id"], r["message_id"], float(r["score"]))
                 for r in rows]  # fmt: skip
 
+    async def drop_index(self) -> None:
+        """Bulk loads: one HNSW build is many times faster than one insert at a time."""
+        await self.db.execute("DROP INDEX IF EXISTS idx_search_vectors_hnsw")
+
+    async def build_index(self) -> None:
+        async with self.db.pool.acquire() as conn:
+            await conn.execute("SET maintenance_work_mem = '512MB'")
+            await conn.execute(
+                """CREATE INDEX IF NOT EXISTS idx_search_vectors_hnsw ON search_vectors
+                   USING hnsw (embedding vector_cosine_ops)"""
+            )
+            await conn.execute("RESET maintenance_work_mem")
+
     async def count(self, user_id: UUID) -> int:
         return int(
             await self.db.fetchval(

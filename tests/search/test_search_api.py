@@ -95,13 +95,13 @@ async def test_cursor_pages_through_every_result_once(corpus: Loaded) -> None:
     cursor = None
     for _ in range(20):
         params = {"mode": "text", "limit": "2", **({"cursor": cursor} if cursor else {})}
-        body = await search(corpus.user, "the", **params)
+        body = await search(corpus.user, "p", **params)
         seen += [r["memory"]["id"] for r in body["results"]]
         cursor = body.get("nextCursor")
         if cursor is None:
             break
     assert len(seen) == len(set(seen)) > 4
-    everything = await search(corpus.user, "the", mode="text", limit="50")
+    everything = await search(corpus.user, "p", mode="text", limit="50")
     assert seen == [r["memory"]["id"] for r in everything["results"]]
     # A cursor belongs to its query.
     other = await corpus.user.get("/api/search", params={"q": "tram", "cursor": body_cursor(seen)})

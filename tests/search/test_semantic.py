@@ -48,7 +48,7 @@ async def test_hybrid_is_the_default_and_fuses_both(
     vectors: None, db: Database, corpus: Loaded
 ) -> None:
     await embedded(db, corpus.user)
-    body = await search(corpus.user, "castel fortress", limit=5)
+    body = await search(corpus.user, "castel river fortress", limit=5)
     assert body["mode"] == "hybrid" and body["modes"] == ["text", "semantic"]
     assert corpus.keys[body["results"][0]["memory"]["id"]] == "lisbon"
     # A word only the text ranking knows and a meaning only the semantic one does.

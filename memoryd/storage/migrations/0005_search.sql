@@ -1,5 +1,5 @@
--- Search (issue 15): weighted full text vectors and trigram indexes on memories and
--- messages, kept by triggers so that every write path (sends, edits, Memo, WhatsApp,
+-- Search (issue 15): weighted full text vectors on memories and messages and each user's
+-- vocabulary for typos, kept by triggers so that every write path (sends, edits, Memo, WhatsApp,
 -- deletes) is indexed in its own transaction with no call from the code; and the queue
 -- of documents whose embedding is stale, swept by the durable `search.embed` job.
 -- Nothing here needs pgvector: the vector table is created at start-up, where the
@@ -74,24 +74,67 @@ UPDATE memories SET title = title;
 UPDATE messages SET content = content;
 
 CREATE INDEX idx_memories_search ON memories USING GIN (search_tsv);
-CREATE INDEX idx_memories_search_trgm ON memories USING GIN (search_text gin_trgm_ops);
 -- A user's search must not read every user's matches: with btree_gin (a contrib module
--- like pg_trgm) the user id is the first column of the GIN indexes, so the index scan
+-- like pg_trgm) the user id is the first column of the GIN index, so the index scan
 -- returns only the user's rows. Without it (or without the right to create it) the
--- indexes are on the text alone, and the user filter is applied to their matches.
+-- index is on the text alone, and the user filter is applied to its matches.
 DO $$
 BEGIN
     BEGIN
         CREATE EXTENSION IF NOT EXISTS btree_gin;
         CREATE INDEX idx_messages_search ON messages USING GIN (user_id, search_tsv);
-        CREATE INDEX idx_messages_content_trgm ON messages
-            USING GIN (user_id, content gin_trgm_ops);
     EXCEPTION WHEN undefined_file OR insufficient_privilege OR feature_not_supported THEN
         RAISE NOTICE 'btree_gin is not available: search indexes without the user id';
         CREATE INDEX idx_messages_search ON messages USING GIN (search_tsv);
-        CREATE INDEX idx_messages_content_trgm ON messages USING GIN (content gin_trgm_ops);
     END;
 END $$;
+
+-- Each user's vocabulary: the words they wrote (3 to 40 letters, lower case), with a
+-- trigram index. A typo in a query ("castel") is corrected against the user's own words
+-- ("castle"), then searched by full text: far cheaper than comparing the query with every
+-- message, and no other user's words are ever suggested. Words stay after a delete (they
+-- only widen a query; what matches is still the user's current messages).
+CREATE TABLE search_words (
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    word TEXT NOT NULL,
+    PRIMARY KEY (user_id, word)
+);
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'btree_gin') THEN
+        CREATE INDEX idx_search_words_trgm ON search_words USING GIN (user_id, word gin_trgm_ops);
+    ELSE
+        CREATE INDEX idx_search_words_trgm ON search_words USING GIN (word gin_trgm_ops);
+    END IF;
+END $$;
+
+CREATE FUNCTION memoryd_add_words(owner UUID, body TEXT) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO search_words (user_id, word)
+    SELECT DISTINCT owner, w FROM regexp_split_to_table(lower(coalesce(body, '')), '[^[:alnum:]]+') w
+    WHERE length(w) BETWEEN 3 AND 40
+    ON CONFLICT DO NOTHING
+$$;
+
+CREATE FUNCTION memoryd_words_of_message() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM memoryd_add_words(NEW.user_id, NEW.content);
+    RETURN NEW;
+END $$;
+
+CREATE FUNCTION memoryd_words_of_memory() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM memoryd_add_words(NEW.user_id, NEW.search_text);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER messages_words AFTER INSERT OR UPDATE OF content
+    ON messages FOR EACH ROW EXECUTE FUNCTION memoryd_words_of_message();
+CREATE TRIGGER memories_words AFTER INSERT OR UPDATE OF title, description, tags, content
+    ON memories FOR EACH ROW EXECUTE FUNCTION memoryd_words_of_memory();
+
+SELECT memoryd_add_words(user_id, content) FROM messages;
+SELECT memoryd_add_words(user_id, search_text) FROM memories;
 
 -- Embeddings. `search_state.embed` is switched on at start-up by a node that has an
 -- embedder and a vector store; while it is off nothing is queued.
