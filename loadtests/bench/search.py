@@ -103,7 +103,25 @@ async def _users(db: Database, count: int) -> list[uuid.UUID]:
     return ids
 
 
+_POOL = 100_000  # distinct message texts; a million are drawn from them (generating is slow)
+_LONG = 3600.0  # seconds: the bulk statements outlast the pool's command timeout
 _GIN = ("idx_messages_search", "idx_search_words_trgm")  # dropped for the load
+
+
+class _Long:
+    """A connection whose statements may run past the pool's command timeout."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        return await self._conn.execute(sql, *args, timeout=_LONG)
+
+    async def fetch(self, sql: str, *args: Any) -> Any:
+        return await self._conn.fetch(sql, *args, timeout=_LONG)
+
+    async def copy_records_to_table(self, table: str, **kwargs: Any) -> Any:
+        return await self._conn.copy_records_to_table(table, timeout=_LONG, **kwargs)
 
 
 async def bulk_load(
@@ -112,6 +130,7 @@ async def bulk_load(
     """Memories and messages for ``plan`` = [(user, memories, messages)], loaded in bulk."""
     started = time.perf_counter()
     now = datetime.now(UTC)
+    pool = [corpus.message() for _ in range(min(_POOL, sum(p[2] for p in plan)))]
     mem_rows: list[tuple[Any, ...]] = []
     msg_rows: list[tuple[Any, ...]] = []
     for user_id, n_mem, n_msg in plan:
@@ -124,10 +143,11 @@ async def bulk_load(
             m = memories[i % n_mem]
             seqs[m] = seqs.get(m, 0) + 1
             at = now - timedelta(seconds=n_msg - i)
-            msg_rows.append((m, user_id, seqs[m], corpus.message(), at))
+            msg_rows.append((m, user_id, seqs[m], corpus.rng.choice(pool), at))
     generated = time.perf_counter()
     log(f"  generated {len(msg_rows)} messages in {generated - started:.1f} s")
-    async with db.pool.acquire() as conn:
+    async with db.pool.acquire() as pooled:
+        conn = _Long(pooled)
         await conn.execute("SET maintenance_work_mem = '256MB'")
         rows = await conn.fetch(
             "SELECT indexdef FROM pg_indexes WHERE indexname = ANY($1::text[])", list(_GIN)

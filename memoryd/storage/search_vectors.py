@@ -132,7 +132,8 @@ class PgVectorStore:
             await conn.execute("SET maintenance_work_mem = '512MB'")
             await conn.execute(
                 """CREATE INDEX IF NOT EXISTS idx_search_vectors_hnsw ON search_vectors
-                   USING hnsw (embedding vector_cosine_ops)"""
+                   USING hnsw (embedding vector_cosine_ops)""",
+                timeout=3600,  # minutes for millions of vectors, past the pool's timeout
             )
             await conn.execute("RESET maintenance_work_mem")
 
