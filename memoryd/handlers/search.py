@@ -9,6 +9,7 @@ messages inside; the answer says which modes were used.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from uuid import UUID
@@ -27,6 +28,7 @@ from memoryd.storage.search import Hit, SearchFilter, query_words
 CANDIDATES = 200  # hits taken from each ranking before fusion (more for later pages)
 MESSAGES_PER_MEMORY = 3
 MAX_OFFSET = 1000
+SEMANTIC_CANDIDATES = 100  # nearest documents taken (past rank 100 RRF adds < 1/160)
 FUZZY_BELOW = 50  # typo and prefix matches are looked for when exact ones are fewer
 
 
@@ -136,14 +138,30 @@ async def ranked(
     lists: list[tuple[list[Hit], float]] = []
     modes: list[str] = []
     embed_ms = None
-    if mode in ("text", "hybrid"):
-        lists.append(
-            (await text_ranking(svc, user_id, query, f, limit, any_word), runtime.text_weight)
+    # The two rankings are independent: run them at once, on two pooled connections.
+    text_hits: list[Hit] | None = None
+    semantic_hits: tuple[list[Hit], float] | None = None
+
+    async def run_text() -> None:
+        nonlocal text_hits
+        text_hits = await text_ranking(svc, user_id, query, f, limit, any_word)
+
+    async def run_semantic() -> None:
+        nonlocal semantic_hits
+        semantic_hits = await semantic_ranking(
+            svc, user_id, query, f, min(limit, SEMANTIC_CANDIDATES)
         )
+
+    await asyncio.gather(
+        *([run_text()] if mode in ("text", "hybrid") else []),
+        *([run_semantic()] if mode in ("semantic", "hybrid") else []),
+    )
+    if text_hits is not None:
+        lists.append((text_hits, runtime.text_weight))
         modes.append("text")
-    if mode in ("semantic", "hybrid"):
-        hits, embed_ms = await semantic_ranking(svc, user_id, query, f, limit)
-        lists.append((hits, runtime.semantic_weight))
+    if semantic_hits is not None:
+        lists.append((semantic_hits[0], runtime.semantic_weight))
+        embed_ms = semantic_hits[1]
         modes.append("semantic")
     return fuse(lists), modes, embed_ms
 

@@ -16,6 +16,8 @@ import asyncpg
 from memoryd.bridges.vectors import VectorItem, VectorMatch
 from memoryd.storage.database import Database
 
+EXACT_BELOW = 20_000  # a user's vectors: up to this many, searched exactly
+
 
 def _literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(f"{x:.6g}" for x in vector) + "]"
@@ -106,9 +108,20 @@ class PgVectorStore:
 
     async def query(self, user_id: UUID, vector: Sequence[float], limit: int) -> list[VectorMatch]:
         async with self.db.transaction() as conn:
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(limit), self.ef_search)}")
-            if self._iterative:
-                await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            few = await conn.fetchval(
+                """SELECT count(*) <= $2 FROM (
+                       SELECT 1 FROM search_vectors WHERE user_id = $1 LIMIT $2 + 1) s""",
+                user_id,
+                EXACT_BELOW,
+            )
+            if few:
+                # A user with few vectors among many: the exact distance to each of them
+                # beats walking the shared HNSW graph past everyone else's (and is exact).
+                await conn.execute("SET LOCAL enable_indexscan = off")
+            else:
+                await conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(limit), self.ef_search)}")
+                if self._iterative:
+                    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             rows = await conn.fetch(
                 """SELECT doc_id, memory_id, message_id, score FROM (
                        SELECT doc_id, memory_id, message_id,
