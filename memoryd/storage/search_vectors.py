@@ -8,6 +8,7 @@ is scoped by ``user_id``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -34,6 +35,7 @@ class PgVectorStore:
         self.db = db
         self.ef_search = ef_search
         self._iterative = False
+        self._few_cache: dict[UUID, tuple[bool, float]] = {}
 
     async def prepare(self, dimension: int) -> int | None:
         """Create the table and its indexes for ``dimension``; the existing dimension."""
@@ -108,13 +110,7 @@ class PgVectorStore:
 
     async def query(self, user_id: UUID, vector: Sequence[float], limit: int) -> list[VectorMatch]:
         async with self.db.transaction() as conn:
-            few = await conn.fetchval(
-                """SELECT count(*) <= $2 FROM (
-                       SELECT 1 FROM search_vectors WHERE user_id = $1 LIMIT $2 + 1) s""",
-                user_id,
-                EXACT_BELOW,
-            )
-            if few:
+            if await self._few(conn, user_id):
                 # A user with few vectors among many: the exact distance to each of them
                 # beats walking the shared HNSW graph past everyone else's (and is exact).
                 await conn.execute("SET LOCAL enable_indexscan = off")
@@ -135,6 +131,29 @@ class PgVectorStore:
             )
         return [VectorMatch(r["doc_id"], r["memory_id"], r["message_id"], float(r["score"]))
                 for r in rows]  # fmt: skip
+
+    async def _few(self, conn: asyncpg.Connection, user_id: UUID) -> bool:
+        """Whether the user has at most EXACT_BELOW vectors; counted by the user index (a
+        sequential scan of a user with half the table costs more than the search) and
+        remembered for a minute."""
+        now = time.monotonic()
+        cached = self._few_cache.get(user_id)
+        if cached is not None and now - cached[1] < 60.0:
+            return cached[0]
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        few = bool(
+            await conn.fetchval(
+                """SELECT count(*) <= $2 FROM (
+                       SELECT 1 FROM search_vectors WHERE user_id = $1 LIMIT $2 + 1) s""",
+                user_id,
+                EXACT_BELOW,
+            )
+        )
+        await conn.execute("SET LOCAL enable_seqscan = on")
+        if len(self._few_cache) > 100_000:
+            self._few_cache.clear()
+        self._few_cache[user_id] = (few, now)
+        return few
 
     async def drop_index(self) -> None:
         """Bulk loads: one HNSW build is many times faster than one insert at a time."""
