@@ -1,4 +1,4 @@
-"""The ``memoryd`` command: serve, migrate, users set-role, version."""
+"""The ``memoryd`` command: serve, migrate, reindex, users set-role, version."""
 
 from __future__ import annotations
 
@@ -39,6 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     set_role.add_argument("role", choices=[r.value for r in Role])
     set_role.add_argument("--data-dir", type=Path)
 
+    reindex = sub.add_parser(
+        "reindex", help="rebuild search embeddings (resumes an interrupted run)"
+    )
+    reindex.add_argument("--user", metavar="EMAIL", help="only this user (default: everyone)")
+    reindex.add_argument("--restart", action="store_true", help="start over, do not resume")
+    reindex.add_argument(
+        "--text", action="store_true", help="also rebuild the full text vectors (new language)"
+    )
+    reindex.add_argument("--stop-after", type=int, metavar="N",
+                         help="embed about N documents, then stop (resume later)")  # fmt: skip
+    reindex.add_argument("--data-dir", type=Path)
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -59,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             _serve(settings)
         elif args.command == "migrate":
             _run(_migrate(settings))
+        elif args.command == "reindex":
+            _run(_reindex(settings, args.user, args.restart, args.text, args.stop_after))
         elif args.command == "users":
             _run(_set_role(settings, args.email, args.role))
     except ConfigError as exc:
@@ -158,6 +172,56 @@ async def _set_role(settings: Settings, email: str, role: str) -> None:
         print(f"{user.email} is now {user.role}")
 
     await _with_database(settings, apply)
+
+
+async def _reindex(
+    settings: Settings, email: str | None, restart: bool, text: bool, stop_after: int | None
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from memoryd.handlers.search_jobs import reindex
+    from memoryd.server.search import close_search, open_search
+    from memoryd.storage.database import Database
+    from memoryd.storage.store import Storage
+
+    async def run(db: object) -> None:
+        assert isinstance(db, Database)
+        storage = Storage(db)
+        user_id = None
+        if email is not None:
+            user = await storage.users.get_by_email(email)
+            if user is None:
+                raise ConfigError(f"no user with email {email!r}")
+            user_id = user.id
+        if text:
+            print(f"rebuilt the full text vectors of {await storage.search.refresh_text(user_id)}"
+                  " documents")  # fmt: skip
+        runtime = await open_search(settings, storage)
+        if not runtime.semantic:
+            raise ConfigError("no embedder or vector store is configured: nothing to embed")
+        columns = ("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeRemainingColumn())  # fmt: skip
+        try:
+            with Progress(*columns, transient=False) as bar:
+                task = bar.add_task("embedding", total=None)
+
+                def show(completed: int, total: int, _: int) -> None:
+                    bar.update(task, completed=completed, total=total)
+
+                result = await reindex(storage, runtime, user_id, progress=show,
+                                       restart=restart, stop_after=stop_after)  # fmt: skip
+        finally:
+            await close_search(runtime)
+        how = "resumed a run" if result.resumed else "started a run"
+        print(f"{how} of {result.total} documents; embedded {result.done} now")
+        if not result.finished:
+            print("not finished: run `memoryd reindex` again to resume")
+
+    try:
+        await _with_database(settings, run)
+    except asyncio.CancelledError:  # Ctrl-C: the queue keeps what is left
+        print("interrupted: run `memoryd reindex` again to resume", file=sys.stderr)
+        raise KeyboardInterrupt from None
 
 
 if __name__ == "__main__":

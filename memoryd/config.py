@@ -22,6 +22,8 @@ LOG_FORMATS = ("kv", "json")
 STORAGE_BACKENDS = ("local", "s3")
 TRANSCRIPTION_PROVIDERS = ("auto", "local", "openai", "whisper")
 MIB = 1024 * 1024
+EMBEDDERS = ("local", "openai", "none")
+VECTOR_STORES = ("auto", "pgvector", "pinecone", "none")
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,12 @@ class Settings:
     whatsapp_max_media_bytes: int = 100 * 1024 * 1024
     pinecone_api_key: str | None = None
     pinecone_index: str = "memory-embeddings"
+    pinecone_host: str | None = None  # the index's data-plane URL (PINECONE_INDEX_HOST)
+    embedder: str = "local"  # local | openai | none
+    embedding_dimension: int | None = None  # None: the embedder's own (local 256, openai 1536)
+    vector_store: str = "auto"  # auto (pinecone when PINECONE_API_KEY, else pgvector) | ...
+    search_text_weight: float = 1.0
+    search_semantic_weight: float = 1.0
     google_client_id: str | None = None
     google_client_secret: str | None = None
     google_token_url: str = "https://oauth2.googleapis.com/token"
@@ -167,6 +175,12 @@ class Settings:
             ),
             pinecone_api_key=e.text("PINECONE_API_KEY"),
             pinecone_index=e.text("PINECONE_INDEX") or cls.pinecone_index,
+            pinecone_host=e.url("PINECONE_INDEX_HOST", ("http", "https")),
+            embedder=e.choice("MEMORYD_EMBEDDER", EMBEDDERS, "local"),
+            embedding_dimension=e.integer("MEMORYD_EMBEDDING_DIMENSION", 0, minimum=0) or None,
+            vector_store=e.choice("MEMORYD_VECTOR_STORE", VECTOR_STORES, "auto"),
+            search_text_weight=e.seconds("MEMORYD_SEARCH_TEXT_WEIGHT", 1.0),
+            search_semantic_weight=e.seconds("MEMORYD_SEARCH_SEMANTIC_WEIGHT", 1.0),
             google_client_id=e.text("GOOGLE_CLIENT_ID"),
             google_client_secret=e.text("GOOGLE_CLIENT_SECRET"),
             google_token_url=e.url("GOOGLE_TOKEN_URL", ("http", "https")) or cls.google_token_url,

@@ -16,6 +16,8 @@ Benchmarks (docs/benchmarks.md explains each one):
 * ``seed``: the seed profile under locust (ramp to 100 then 200 users), PASS/FAIL.
 * ``files``: upload and download MiB/s of one ``--file-mib`` file through ``/api/files``,
   and the server's RSS while it flows (it must stay flat).
+* ``search``: query latency per mode (text, semantic, hybrid) for a user with 10k and one
+  with 100k messages among 1M, and indexing throughput (``loadtests/bench/search.py``).
 
 Everything runs on 127.0.0.1: an embedded PostgreSQL in a temporary directory (or
 ``--database-url``), each server under test as its own process pinned to core 0, this
@@ -39,6 +41,7 @@ from typing import Any
 import uvloop
 
 from loadtests.bench import anchor, fanout, files, idle, report, resume, seed
+from loadtests.bench import search as search_bench
 from loadtests.bench.common import (
     MAX_SOCKETS,
     MAX_USERS,
@@ -55,7 +58,7 @@ from loadtests.bench.common import (
     workdir,
 )
 
-ALL = ("anchor", "fanout", "idle", "resume", "seed", "files")
+ALL = ("anchor", "fanout", "idle", "resume", "seed", "files", "search")
 PEERS = ("memoryd", "ws-relay", "socketio")
 
 
@@ -84,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--idle-rate", type=float, default=2000, help="typing sends/s at each size")
     g = p.add_argument_group("resume")
     g.add_argument("--resume-events", type=int, default=100_000)
+    g = p.add_argument_group("search")
+    g.add_argument("--search-total", type=int, default=1_000_000, help="messages in the table")
+    g.add_argument("--search-sizes", default="10000,100000", help="the two measured users")
+    g.add_argument("--search-queries", type=int, default=200, help="queries per mode and user")
+    g.add_argument("--search-other-users", type=int, default=890)
+    g.add_argument(
+        "--search-other-vectors",
+        type=int,
+        default=100_000,
+        help="other users' documents embedded too (the HNSW index is shared)",
+    )
     g = p.add_argument_group("seed profile (locust)")
     g.add_argument("--stage-scale", type=float, default=0.1, help="seed stage length factor")
     g.add_argument("--seed-peak", type=int, default=200)
@@ -106,6 +120,8 @@ def _quick(args: argparse.Namespace) -> None:
     args.resume_events = 2000
     args.stage_scale, args.seed_peak, args.accounts = 0.01, 4, 4
     args.file_mib = 4
+    args.search_total, args.search_sizes, args.search_queries = 3000, "300,1000", 10
+    args.search_other_users, args.search_other_vectors = 10, 200
 
 
 def _log(*parts: Any) -> None:
@@ -150,6 +166,13 @@ async def main(args: argparse.Namespace) -> int:
                 for backend in [b for b in args.file_backends.split(",") if b]:
                     key = "files" if backend == "local" else f"files_{backend}"
                     results[key] = await _files(args, md, backend)
+            if "search" in only:
+                small, large = (int(x) for x in args.search_sizes.split(","))
+                results["search"] = await search_bench.run(
+                    md.pg.dsn, md.tokens, total=args.search_total, sizes=(small, large),
+                    queries=args.search_queries, other_users=args.search_other_users,
+                    vectors_others=args.search_other_vectors, log=_log,
+                )  # fmt: skip
     finally:
         report_data["finished_loadavg"] = machine()["loadavg"]
         report_data["seconds"] = time.time() - started

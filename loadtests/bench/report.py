@@ -117,6 +117,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             seed["passed"],
             f"{f['requests']} requests, stage scale {seed['stage_scale']}",
         )
+    search = results.get("search")
+    if search is not None:
+        for mode, bar in (("text", 50.0), ("hybrid", 100.0)):
+            p99 = _get(search, "user_100k", mode, "latency_ms", "p99")
+            add(
+                f"search {mode} p99 at {_get(search, 'user_100k', 'messages')} messages",
+                None if p99 is None else round(p99, 1),
+                f"< {bar:g} ms",
+                None if p99 is None else p99 < bar,
+                f"{search['messages_total']} messages in the table",
+            )
     return out
 
 
@@ -200,6 +211,40 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{run['events_per_s']:.0f} | {100 * run['server_cpu_util']:.0f}% |"
             )
         lines.append("")
+    search = r.get("search")
+    if search:
+        lines += [
+            "| search (user's messages) | mode | p50 / p95 / p99 ms | query embedding p50 / p99 "
+            "ms | queries with results |",
+            "|---|---|---|---|---|",
+        ]
+        for label in ("10k", "100k"):
+            per = search.get(f"user_{label}", {})
+            for mode in ("text", "semantic", "hybrid"):
+                v = per.get(mode)
+                if v is None:
+                    continue
+                emb = v.get("query_embedding_ms")
+                lines.append(
+                    f"| {per['messages']} | {mode} | {_lat(v)} | "
+                    + (f"{emb['p50']:.2f} / {emb['p99']:.2f}" if emb else "-")
+                    + f" | {v['with_results']}/{v['queries']} |"
+                )
+        text = search["text_indexing"]
+        lines += [
+            "",
+            f"Indexing: {text['messages_per_s']:.0f} messages/s stored through sends with the "
+            "search triggers (full text, vocabulary) on"
+            + "".join(
+                f"; {search[k]['documents_per_s']:.0f} documents/s embedded ({search['embedder']})"
+                f" and stored ({search['vector_store']}) for {search[k]['documents']} documents"
+                for k in ("embedding_small", "embedding_large")
+                if k in search
+            )
+            + f". {search['messages_total']} messages in the table, "
+            f"{search.get('vectors_total', 0)} vectors in the index.",
+            "",
+        ]
     seed = r.get("seed")
     if seed:
         lines += [

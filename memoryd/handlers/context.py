@@ -15,6 +15,7 @@ from memoryd.config import Settings
 from memoryd.handlers.caller import Caller
 from memoryd.handlers.memo.runtime import AIRuntime
 from memoryd.handlers.pipeline import MessagePipeline
+from memoryd.handlers.search_runtime import SearchRuntime
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.protocol.models import Event
 from memoryd.storage.store import Storage
@@ -54,6 +55,7 @@ class Services:
     blobs: dict[str, BlobStore] = field(default_factory=dict)
     speech: Recognizer | None = None  # the transcription engine, set by the server
     pipeline: MessagePipeline = field(default_factory=MessagePipeline)  # send planners
+    search: SearchRuntime = field(default_factory=SearchRuntime)  # embedder, vector store
 
     def publish(self, user_id: UUID, *events: Event | None) -> None:
         committed = [e for e in events if e is not None]

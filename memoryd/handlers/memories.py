@@ -8,6 +8,7 @@ from memoryd.errors import NotFound
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.fields import fields_of, require_changes
 from memoryd.handlers.rbac import Permission
+from memoryd.handlers.search import matching_memories
 from memoryd.protocol.models import Memory, Pagination, ReadMarker
 from memoryd.protocol.requests import (
     CreateMemoryRequest,
@@ -24,11 +25,15 @@ def _not_found() -> NotFound:
 
 async def list_memories(svc: Services, caller: Caller, req: ListMemoriesRequest) -> MemoryPage:
     caller.require(Permission.READ_MEMORIES)
+    search = req.search.strip() if req.search else None
+    # What was said in the memory's messages matches too (the search engine's text ranking).
+    found = await matching_memories(svc, caller.user_id, search, 1000) if search else []
     memories, total = await svc.store.memories.find(
         caller.user_id,
         MemoryFilter(
             category_id=req.category_id,
-            search=req.search.strip() if req.search else None,
+            search=search,
+            search_ids=tuple(found),
             tags=tuple(req.tags),
             is_favorite=req.is_favorite,
             is_archived=req.is_archived,

@@ -24,6 +24,7 @@ from memoryd.protocol.requests import (
     UpdateCategoryRequest,
     UpdateMemoryRequest,
 )
+from memoryd.protocol.search import SearchRequest
 
 RequestId = (
     Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -167,6 +168,12 @@ class AiCancel(CancelRequest, tag="ai.cancel", **_CLIENT):
     id: RequestId
 
 
+class Search(SearchRequest, tag="search", **_CLIENT):
+    """The same search as ``GET /api/search``; the reply's data is its answer."""
+
+    id: RequestId
+
+
 Request = (
     Ping
     | AuthRefresh
@@ -188,6 +195,7 @@ Request = (
     | MessageHistory
     | AiAsk
     | AiCancel
+    | Search
 )
 ClientFrame = Hello | Ack | Request
 

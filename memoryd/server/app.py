@@ -18,7 +18,7 @@ from memoryd.bridges.google import GoogleOAuth
 from memoryd.bridges.whatsapp import GraphClient, Throttle, WhatsAppBridge
 from memoryd.config import RateLimit, Settings
 from memoryd.crypto import SecretBox
-from memoryd.handlers import whatsapp
+from memoryd.handlers import search_jobs, whatsapp
 from memoryd.handlers.context import Services
 from memoryd.handlers.memo import reply as ai_reply
 from memoryd.handlers.memo.runtime import AIRuntime
@@ -51,7 +51,9 @@ from memoryd.server.metrics import Metrics
 from memoryd.server.operations import undocumented
 from memoryd.server.ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from memoryd.server.routes import ai, auth, files, health, resources, sync, webhooks
+from memoryd.server.routes import search as search_routes
 from memoryd.server.routes import web as browser_client
+from memoryd.server.search import close_search, open_search
 from memoryd.server.sockets import SocketServer
 from memoryd.storage.ai import AI_REPLY
 from memoryd.storage.bootstrap import database_dsn, open_database
@@ -82,6 +84,7 @@ def create_app(settings: Settings) -> web.Application:
             _fanout_ctx,
             _ai_ctx,
             _files_ctx,
+            _search_ctx,
             _acks_ctx,
             _pruner_ctx,
             _jobs_ctx,  # last: after every capability registered its job kinds
@@ -97,6 +100,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ai.routes)
     app.add_routes(files.routes)  # /api/files, /api/voice
     app.add_routes(browser_client.routes)  # the chat app at /, memoryd-client.js
+    app.add_routes(search_routes.routes)  # /api/search
     return app
 
 
@@ -208,6 +212,16 @@ async def _files_ctx(app: web.Application) -> AsyncIterator[None]:
         await files_setup.close_stores(services)
 
 
+async def _search_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Search: the embedder and the vector store (pgvector or Pinecone), when configured."""
+    services = app[SERVICES]
+    services.search = await open_search(app[SETTINGS], services.store)
+    try:
+        yield
+    finally:
+        await close_search(services.search)
+
+
 async def _acks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Batched device acks, and the /ws endpoint that records them."""
     settings, services = app[SETTINGS], app[SERVICES]
@@ -241,6 +255,8 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         for kind, handler in whatsapp.job_handlers(services).items():
             jobs.register(kind, handler)
     files_setup.register_jobs(services, jobs)
+    if services.search.semantic:  # embeddings, where an embedder and a vector store are set
+        jobs.register(search_jobs.EMBED, search_jobs.job_handler(services))
     jobs.start()
     try:
         yield

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from memoryd.errors import Unauthorized
-from memoryd.handlers import categories, memories, messages
+from memoryd.handlers import categories, memories, messages, search
 from memoryd.handlers.auth import caller_from_claims
 from memoryd.handlers.context import Services
 from memoryd.handlers.memo import threads as ai
@@ -76,4 +76,6 @@ async def dispatch(svc: Services, hub: Hub, conn: Connection, frame: f.Request) 
             return await ai.ask(svc, who, frame.memory_id, frame)
         case f.AiCancel():
             return await ai.cancel(svc, who, frame)
+        case f.Search():
+            return await search.search(svc, who, frame)
     raise AssertionError(f"no dispatch for {type(frame).__name__}")  # pragma: no cover

@@ -60,6 +60,7 @@ TAGS = (
     ("Webhooks", "Calls from outside services, authenticated by their signatures."),
     ("Files", "Uploads, attachments and downloads."),
     ("Voice", "Voice notes and their transcriptions."),
+    ("Search", "Find memories by what was said in them."),
 )
 
 # status -> (reusable response name, description)

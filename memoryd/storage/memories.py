@@ -21,6 +21,7 @@ SORT_COLUMNS = {"created_at": "created_at", "updated_at": "updated_at", "title":
 class MemoryFilter:
     category_id: UUID | None = None
     search: str | None = None
+    search_ids: tuple[UUID, ...] = ()  # also match these (their messages matched `search`)
     tags: tuple[str, ...] = ()
     is_favorite: bool | None = None
     is_archived: bool | None = None
@@ -65,8 +66,10 @@ class MemoryStore:
             pattern = param(f"%{_escape_like(f.search)}%")
             # Content is searched by its string and number values: its JSON text would also
             # match keys ("text" found in every {"text": ...}) and escaped quotes.
+            matched = param(list(f.search_ids))
             where.append(
-                f"(title ILIKE {pattern} OR description ILIKE {pattern}"
+                f"(id = ANY({matched}::uuid[])"
+                f" OR title ILIKE {pattern} OR description ILIKE {pattern}"
                 f" OR array_to_string(tags, ' ') ILIKE {pattern}"
                 " OR EXISTS (SELECT 1 FROM jsonb_path_query(content, 'strict $.**') AS v"
                 "   WHERE jsonb_typeof(v) IN ('string', 'number')"

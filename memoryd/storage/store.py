@@ -11,6 +11,7 @@ from memoryd.storage.files import FileStore
 from memoryd.storage.jobs import JobStore
 from memoryd.storage.memories import MemoryStore
 from memoryd.storage.messages import MessageStore
+from memoryd.storage.search import SearchStore
 from memoryd.storage.users import RefreshTokenStore, UserStore
 from memoryd.storage.whatsapp import WhatsAppStore
 
@@ -29,3 +30,4 @@ class Storage:
         self.ai = AIStore(db)
         self.whatsapp = WhatsAppStore(db)
         self.files = FileStore(db)
+        self.search = SearchStore(db)

@@ -16,6 +16,7 @@ from memoryd.handlers.memo import reply as ai_reply
 from memoryd.server.jobs import JobRunner
 from memoryd.server.keys import JOBS
 from memoryd.storage.ai import AI_REPLY
+from memoryd.storage.jobs import Job
 from tests.ai.conftest import Node, StartNode
 from tests.fakes.openai import FakeOpenAI, Step
 from tests.helpers import Api, promote
@@ -59,6 +60,17 @@ async def _received_deltas(client: Client) -> list[Any]:
             return found
         if signal.signal == "ai.delta":
             found.append(signal.data)
+
+
+async def _finished_job(node: Node, message_id: str, timeout: float = 5) -> Job:
+    """The ``ai.reply`` job of a message once the runner has marked it finished (it does
+    so just after the reply it stored was published, so a client can see the reply first)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            job = await node.services.store.jobs.by_key(AI_REPLY, message_id)
+            if job is not None and job.status in ("done", "failed", "cancelled"):
+                return job
+            await asyncio.sleep(0.02)
 
 
 async def _ai_messages(user: Api, memory_id: str) -> list[dict[str, Any]]:
@@ -192,8 +204,8 @@ async def test_a_provider_failure_is_stored_as_a_failed_reply(node: Node, fake: 
         "code": "ai_failed",
         "message": "the AI server answered HTTP 400",
     }
-    job = await node.services.store.jobs.by_key(AI_REPLY, resp.body["message"]["id"])
-    assert job is not None and job.status == "done" and job.attempts == 1
+    job = await _finished_job(node, resp.body["message"]["id"])
+    assert job.status == "done" and job.attempts == 1
     metrics = await node.api.get("/metrics")
     model = node.services.settings.openai_chat_model
     assert f'ai_requests_total{{model="{model}",status="error"}} 1.0' in metrics.body
@@ -378,6 +390,7 @@ async def test_replies_in_progress_per_user_are_capped(
         assert [m["content"] for m in history["messages"]] == ["One"]  # "Two" not stored
         step.release.set()
         await _event(client, "message.created", parentId=first["replyTo"])
+        await _finished_job(node, first["replyTo"])  # the reply's job has ended: a free slot
         await client.request("ai.ask", memory_id=memory_id, content="Two")  # room again
 
 

@@ -117,3 +117,26 @@ async def test_a_file_goes_up_and_down_whole(scratch_dir: Path, admin_dsn: str) 
         assert files["upload_mib_per_s"] > 0 and files["download_mib_per_s"] > 0
         assert files["samples"] > 2
         assert f"files (4 MiB, {backend})" in report["_markdown"]
+
+
+async def test_search_loads_indexes_and_answers_every_mode(
+    scratch_dir: Path, admin_dsn: str
+) -> None:
+    report = await bench(scratch_dir, admin_dsn, "--only", "search")
+    search = report["results"]["search"]
+    assert search["messages_total"] == 3000  # the bulk load (counted before the sends)
+    assert search["text_indexing"]["messages_per_s"] > 0
+    modes = ["text", "semantic", "hybrid"] if search["vector_store"] else ["text"]
+    for label in ("10k", "100k"):
+        per = search[f"user_{label}"]
+        for mode in modes:
+            assert per[mode]["queries"] == 10 and per[mode]["with_results"] > 0, (label, mode)
+            lat = per[mode]["latency_ms"]
+            assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    if search["vector_store"]:
+        assert search["embedding_large"]["documents"] == 1000 + search_memories(1000)
+    assert "| search (user's messages) |" in report["_markdown"]
+
+
+def search_memories(messages: int) -> int:
+    return max(1, messages // 500)  # loadtests/bench/search.py: a memory per 500 messages

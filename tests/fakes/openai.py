@@ -8,7 +8,8 @@ It speaks the wire format of OpenAI's API reference:
   ``stream_options.include_usage`` is set, a last chunk with empty ``choices`` and the
   ``usage``; every earlier chunk then has ``"usage": null``), ended by ``data: [DONE]``.
   ``logprobs: true`` adds token log-probabilities to a JSON answer.
-- ``POST /v1/embeddings``: a ``list`` of ``embedding`` objects with ``usage``.
+- ``POST /v1/embeddings``: a ``list`` of ``embedding`` objects with ``usage``, of
+  ``dimensions`` floats (default 64), base64 float32s with ``encoding_format: base64``.
 - ``POST /v1/audio/transcriptions``: a ``multipart/form-data`` request (``file`` with a
   filename, ``model``, ``response_format``, optional ``language``, ``prompt``,
   ``temperature``, ``timestamp_granularities[]``). ``verbose_json`` answers
@@ -26,9 +27,11 @@ after some chunks until the test releases it. Without a queued step it answers `
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import math
+import struct
 import time
 import uuid
 from collections import deque
@@ -233,10 +236,13 @@ class FakeOpenAI:
         if step.status != 200:
             return self._error(step)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dims = int(body.get("dimensions") or 64)  # text-embedding-3 models honour `dimensions`
+        as_base64 = body.get("encoding_format") == "base64"  # the SDK's default
         data = [
-            {"object": "embedding", "index": i, "embedding": _embed(text)}
+            {"object": "embedding", "index": i,
+             "embedding": _base64(_embed(text, dims)) if as_base64 else _embed(text, dims)}
             for i, text in enumerate(inputs)
-        ]
+        ]  # fmt: skip
         tokens = sum(len(t.split()) for t in inputs)
         return web.json_response({
             "object": "list", "data": data, "model": "fake-embedding",
@@ -247,6 +253,11 @@ class FakeOpenAI:
 def _invalid(message: str, param: str | None) -> web.Response:
     error = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
     return web.json_response({"error": error}, status=400)
+
+
+def _base64(vector: list[float]) -> str:
+    """OpenAI's ``encoding_format: base64``: little-endian float32s, base64-encoded."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def _embed(text: str, dims: int = 64) -> list[float]:

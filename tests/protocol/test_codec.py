@@ -97,6 +97,17 @@ VALID: dict[str, dict[str, Any]] = {
     "message.history": {"id": "h", "memoryId": MEMORY, "before": 30, "limit": 5},
     "ai.ask": {"id": 15, "memoryId": MEMORY, "content": "Where was it?", "clientMsgId": "q-1"},
     "ai.cancel": {"id": 16, "memoryId": MEMORY, "replyTo": OTHER},
+    "search": {
+        "id": 17,
+        "q": "castle",
+        "mode": "text",
+        "limit": 5,
+        "cursor": "eyJvIjo1fQ",
+        "categoryId": OTHER,
+        "tags": ["trip"],
+        "from": "2026-01-01T00:00:00Z",
+        "to": "2026-02-01T00:00:00Z",
+    },
 }
 
 
@@ -106,7 +117,7 @@ def _tags(union: Any) -> set[str]:
 
 def test_the_table_covers_every_client_frame_type() -> None:
     assert set(VALID) == _tags(f.ClientFrame)
-    assert len(f.REQUEST_TYPES) == len(_tags(f.Request)) == 20
+    assert len(f.REQUEST_TYPES) == len(_tags(f.Request)) == 21
 
 
 @pytest.mark.parametrize("codec", CODECS)

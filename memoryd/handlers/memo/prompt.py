@@ -1,5 +1,5 @@
 """The context of one answer: the thread's recent messages within a token budget, the
-memory itself, and the most relevant of the user's other memories (full text search)."""
+memory itself, and the most relevant of the user's other memories (handlers/search)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from uuid import UUID
 
 from memoryd.bridges.ai import Passage, Prompt, Turn
 from memoryd.bridges.ai.text import estimate_tokens
+from memoryd.handlers import search
 from memoryd.handlers.context import Services
 from memoryd.protocol.models import Memory, Message
 
@@ -74,8 +75,8 @@ async def build_prompt(
                                     memory_id=memory.id))  # fmt: skip
     budget = RELATED_TOKENS
     titles: list[str] = []
-    related = await svc.store.ai.relevant(
-        user_id, question, exclude_memory=memory.id if memory else None, limit=RELATED_LIMIT
+    related = await search.related(
+        svc, user_id, question, memory.id if memory else None, RELATED_LIMIT
     )
     for snippet in related:
         cost = estimate_tokens(snippet.text)

@@ -124,7 +124,8 @@ async def delete_category(request: web.Request) -> web.Response:
         query=requests.ListMemoriesRequest,
         response=MemoryPage,
         permission=_READ,
-        notes="`search` looks in the title, description, tags and the text of `content`; "
+        notes="`search` looks in the title, description, tags and the text of `content`, "
+        "and in the memory's messages (full text in the user's language, typos tolerated); "
         "`tags` keeps the memories that carry every tag given. Unknown parameters are 400.",
     ),
 )

@@ -1,0 +1,180 @@
+"""pgvector as the vector store: one table in the same database, HNSW with cosine.
+
+The table is made at start-up (its dimension comes from the embedder), only where the
+``vector`` extension exists: migrations stay valid on a PostgreSQL without pgvector.
+Rows go with their message or memory (foreign keys, ON DELETE CASCADE), and every query
+is scoped by ``user_id``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from uuid import UUID
+
+import asyncpg
+
+from memoryd.bridges.vectors import VectorItem, VectorMatch
+from memoryd.storage.database import Database
+
+EXACT_BELOW = 20_000  # a user's vectors: up to this many, searched exactly
+
+
+def _literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(f"{x:.6g}" for x in vector) + "]"
+
+
+async def pgvector_available(db: Database) -> bool:
+    return bool(await db.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'vector'"))
+
+
+class PgVectorStore:
+    name = "pgvector"
+
+    def __init__(self, db: Database, *, ef_search: int = 100) -> None:
+        self.db = db
+        self.ef_search = ef_search
+        self._iterative = False
+        self._few_cache: dict[UUID, tuple[bool, float]] = {}
+
+    async def prepare(self, dimension: int) -> int | None:
+        """Create the table and its indexes for ``dimension``; the existing dimension."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('search_vectors', 0))"
+            )
+            existing = await conn.fetchval(
+                """SELECT atttypmod FROM pg_attribute
+                   WHERE attrelid = to_regclass('search_vectors') AND attname = 'embedding'"""
+            )
+            if existing is None:
+                await conn.execute(
+                    f"""CREATE TABLE search_vectors (
+                        doc_id TEXT PRIMARY KEY,
+                        user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                        memory_id UUID NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+                        message_id UUID REFERENCES messages(id) ON DELETE CASCADE,
+                        model TEXT NOT NULL,
+                        embedding vector({int(dimension)}) NOT NULL,
+                        updated_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+                )
+                await conn.execute(
+                    """CREATE INDEX idx_search_vectors_hnsw ON search_vectors
+                       USING hnsw (embedding vector_cosine_ops)"""
+                )
+                await conn.execute(
+                    "CREATE INDEX idx_search_vectors_user ON search_vectors (user_id)"
+                )
+                await conn.execute(
+                    "CREATE INDEX idx_search_vectors_memory ON search_vectors (memory_id)"
+                )
+                await conn.execute(
+                    "CREATE INDEX idx_search_vectors_message ON search_vectors (message_id)"
+                )
+            version = await conn.fetchval(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            )
+        major, minor = (int(p) for p in str(version).split(".")[:2])
+        self._iterative = (major, minor) >= (0, 8)  # filtered HNSW scans that keep going
+        return None if existing is None else int(existing)
+
+    async def upsert(self, user_id: UUID, items: Sequence[VectorItem], model: str) -> None:
+        if not items:
+            return
+        try:
+            await self.db.execute(
+                """INSERT INTO search_vectors (doc_id, user_id, memory_id, message_id, model,
+                       embedding)
+                   SELECT d.doc_id, $1, d.memory_id, d.message_id, $2, d.embedding::vector
+                   FROM unnest($3::text[], $4::uuid[], $5::uuid[], $6::text[])
+                        AS d(doc_id, memory_id, message_id, embedding)
+                   ON CONFLICT (doc_id) DO UPDATE SET embedding = EXCLUDED.embedding,
+                       model = EXCLUDED.model, updated_at = now()
+                   WHERE search_vectors.user_id = EXCLUDED.user_id""",
+                user_id, model, [i.doc_id for i in items], [i.memory_id for i in items],
+                [i.message_id for i in items], [_literal(i.vector) for i in items],
+            )  # fmt: skip
+        except asyncpg.ForeignKeyViolationError:
+            if len(items) == 1:
+                return  # deleted while it was being embedded: nothing to store
+            for item in items:  # store the others
+                await self.upsert(user_id, [item], model)
+
+    async def delete(self, user_id: UUID, doc_ids: Sequence[str]) -> None:
+        if doc_ids:
+            await self.db.execute(
+                "DELETE FROM search_vectors WHERE user_id = $1 AND doc_id = ANY($2::text[])",
+                user_id,
+                list(doc_ids),
+            )
+
+    async def query(self, user_id: UUID, vector: Sequence[float], limit: int) -> list[VectorMatch]:
+        async with self.db.transaction() as conn:
+            if await self._few(conn, user_id):
+                # A user with few vectors among many: the exact distance to each of them
+                # beats walking the shared HNSW graph past everyone else's (and is exact).
+                await conn.execute("SET LOCAL enable_indexscan = off")
+            else:
+                await conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(limit), self.ef_search)}")
+                if self._iterative:
+                    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows = await conn.fetch(
+                """SELECT doc_id, memory_id, message_id, score FROM (
+                       SELECT doc_id, memory_id, message_id,
+                              1 - (embedding <=> $2::vector) AS score
+                       FROM search_vectors WHERE user_id = $1
+                       ORDER BY embedding <=> $2::vector LIMIT $3) nearest
+                   ORDER BY score DESC""",
+                user_id,
+                _literal(vector),
+                limit,
+            )
+        return [VectorMatch(r["doc_id"], r["memory_id"], r["message_id"], float(r["score"]))
+                for r in rows]  # fmt: skip
+
+    async def _few(self, conn: asyncpg.Connection, user_id: UUID) -> bool:
+        """Whether the user has at most EXACT_BELOW vectors; counted by the user index (a
+        sequential scan of a user with half the table costs more than the search) and
+        remembered for a minute."""
+        now = time.monotonic()
+        cached = self._few_cache.get(user_id)
+        if cached is not None and now - cached[1] < 60.0:
+            return cached[0]
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        few = bool(
+            await conn.fetchval(
+                """SELECT count(*) <= $2 FROM (
+                       SELECT 1 FROM search_vectors WHERE user_id = $1 LIMIT $2 + 1) s""",
+                user_id,
+                EXACT_BELOW,
+            )
+        )
+        await conn.execute("SET LOCAL enable_seqscan = on")
+        if len(self._few_cache) > 100_000:
+            self._few_cache.clear()
+        self._few_cache[user_id] = (few, now)
+        return few
+
+    async def drop_index(self) -> None:
+        """Bulk loads: one HNSW build is many times faster than one insert at a time."""
+        await self.db.execute("DROP INDEX IF EXISTS idx_search_vectors_hnsw")
+
+    async def build_index(self) -> None:
+        async with self.db.pool.acquire() as conn:
+            await conn.execute("SET maintenance_work_mem = '512MB'")
+            await conn.execute(
+                """CREATE INDEX IF NOT EXISTS idx_search_vectors_hnsw ON search_vectors
+                   USING hnsw (embedding vector_cosine_ops)""",
+                timeout=3600,  # minutes for millions of vectors, past the pool's timeout
+            )
+            await conn.execute("RESET maintenance_work_mem")
+
+    async def count(self, user_id: UUID) -> int:
+        return int(
+            await self.db.fetchval(
+                "SELECT count(*) FROM search_vectors WHERE user_id = $1", user_id
+            )
+        )
+
+    async def aclose(self) -> None:
+        return None
