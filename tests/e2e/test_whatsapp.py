@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -460,6 +461,143 @@ async def test_media_messages_reach_devices_at_once_and_get_their_file_once_late
     )
     assert sorted(r["n"] for r in rows) == [1] * len(items)
     assert {str(r["message_id"]) for r in rows} == {m["id"] for m in created.values()}
+
+
+async def _wa_media(
+    driver: WebhookDriver,
+    number: str,
+    contact: str,
+    media_id: str,
+    item: Any,
+    kind: str,
+    **extra: Any,
+) -> str:
+    """Post an inbound media message; returns its wamid."""
+    content = {"id": media_id, "mime_type": item.mime_type, "sha256": item.sha256_b64, **extra}
+    payload = driver.message(number, wa_id=contact, name="Ines", type=kind, content=content)
+    assert (await driver.post(payload)).body["stored"] == 1
+    return str(payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
+
+
+async def _by_wamid(user: Api, memory_id: str, wamid: str, *, done: bool) -> dict[str, Any] | None:
+    for m in await thread_messages(user, memory_id):
+        meta = m["metadata"] or {}
+        if meta.get("wamid") == wamid and (not done or meta.get("mediaStatus") != "pending"):
+            return m
+    return None
+
+
+async def test_an_inbound_voice_note_is_transcribed_into_its_message(
+    node: RunningServer,
+    api: Api,
+    db: Database,
+    graph: FakeGraph,
+    driver: WebhookDriver,
+    tmp_path: Path,
+) -> None:
+    """A WhatsApp voice note (Opus in Ogg, as WhatsApp sends it) goes through the same
+    interface as an upload: stored in the blob store, transcribed, and the
+    ``[voice message]`` placeholder replaced by what was said."""
+    from tests.files.conftest import speak
+
+    audio = speak("one two three four five", tmp_path / "wa-voice")
+    user, number = await connected_user(api, db, graph)
+    contact = wa_id()
+    memory_id = await start_thread(user, driver, number, contact, name="Ines")
+    media_id, item = graph.add_media(audio, "audio/ogg; codecs=opus")
+    wamid = await _wa_media(driver, number, contact, media_id, item, "audio", voice=True)
+
+    async def transcribed() -> dict[str, Any] | None:
+        found = await _by_wamid(user, memory_id, wamid, done=True)
+        return found if found and found["content"] != "[voice message]" else None
+
+    msg = await eventually(transcribed, timeout=90)
+    assert msg["messageType"] == "voice" and msg["metadata"]["mediaStatus"] == "stored"
+    assert {"three", "four"} <= set(msg["content"].split()), msg["content"]
+    assert msg["metadata"]["transcription"]["status"] == "completed"
+    assert msg["metadata"]["transcription"]["engine"].startswith("pocketsphinx-")
+    (f,) = msg["files"]
+    assert (f["fileType"], f["kind"], f["fileSize"]) == ("audio/ogg", "audio", len(audio))
+    assert f["metadata"]["source"] == "whatsapp" and f["metadata"]["wamid"] == wamid
+    # One file, one transcription: the job ran once per wamid.
+    count = await db.fetchval(
+        "SELECT count(*) FROM transcriptions WHERE file_id = $1::uuid", f["id"]
+    )
+    assert count == 1
+
+
+async def test_a_download_that_does_not_match_metas_sha256_is_never_stored(
+    node: RunningServer, api: Api, db: Database, graph: FakeGraph, driver: WebhookDriver
+) -> None:
+    """Damaged once: retried, and stored whole. Damaged every time: ``failed`` with the
+    reason, and no row and no blob (not even a partial one) for its file id."""
+    user, number = await connected_user(api, db, graph)
+    user_id = user.user["id"]  # type: ignore[attr-defined]
+    contact = wa_id()
+    memory_id = await start_thread(user, driver, number, contact, name="Ines")
+    data = b"%PDF-1.7 minutes " + bytes(range(256)) * 40
+    once_id, once = graph.add_media(data, "application/pdf")
+    graph.fail("download", "corrupt", times=1)
+    wamid = await _wa_media(driver, number, contact, once_id, once, "document")
+    msg = await eventually(lambda: _by_wamid(user, memory_id, wamid, done=True))
+    assert msg["metadata"]["mediaStatus"] == "stored" and len(msg["attachments"]) == 1
+    assert msg["files"][0]["sha256"] == once.sha256_hex
+    assert "mediaError" not in msg["metadata"]
+
+    bad_id, bad = graph.add_media(data + b"!", "application/pdf")
+    graph.fail("download", "corrupt", times=100)
+    try:
+        wamid = await _wa_media(driver, number, contact, bad_id, bad, "document")
+        msg = await eventually(lambda: _by_wamid(user, memory_id, wamid, done=True), 30)
+    finally:
+        graph._failures["download"].clear()
+    assert msg["metadata"]["mediaStatus"] == "failed" and msg["attachments"] == []
+    assert msg["metadata"]["mediaError"]["title"] == "media checksum mismatch"
+    file_id = uuid.uuid5(uuid.NAMESPACE_URL, f"memoryd:whatsapp:{user_id}:{wamid}")
+    assert await db.fetchval("SELECT count(*) FROM files WHERE id = $1", file_id) == 0
+    root = node.app[SERVICES].settings.data_dir / "files" / user_id
+    assert not [p.name for p in root.iterdir() if str(file_id) in p.name]
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+async def test_media_land_in_s3_when_that_is_the_storage_backend(
+    base_settings: Settings,
+    graph: FakeGraph,
+    db: Database,
+    http: aiohttp.ClientSession,
+    moto_url: str,
+) -> None:
+    s3 = {"storage_backend": "s3", "s3_bucket": "memoryd-wa", "s3_endpoint_url": moto_url,
+          "s3_access_key_id": "testing", "s3_secret_access_key": "testing"}  # fmt: skip
+    async with whatsapp_node(base_settings, graph, **s3) as s3_node:
+        store = files.blob_store(s3_node.app[SERVICES], "s3")
+        await store._client.create_bucket(Bucket="memoryd-wa")  # type: ignore[attr-defined]
+        api, driver = Api(http, s3_node.url), WebhookDriver(http, s3_node.url, APP_SECRET)
+        user, number = await connected_user(api, db, graph)
+        contact = wa_id()
+        memory_id = await start_thread(user, driver, number, contact, name="Ines")
+        from tests.files.conftest import png
+
+        picture = png(320, 200)
+        media_id, item = graph.add_media(picture, "image/png")
+        wamid = await _wa_media(driver, number, contact, media_id, item, "image")
+        msg = await eventually(lambda: _by_wamid(user, memory_id, wamid, done=True))
+        assert msg["metadata"]["mediaStatus"] == "stored", msg["metadata"]
+        row = await db.fetchrow("SELECT * FROM files WHERE id = $1::uuid", msg["attachments"][0])
+        assert row["storage_provider"] == "s3" and row["thumbnail_path"]
+        assert b"".join([c async for c in store.open(row["storage_path"])]) == picture
+        thumb = await user.get(msg["files"][0]["thumbnailUrl"])
+        assert thumb.status == 200
 
 
 # -- outbound ----------------------------------------------------------------------------------
