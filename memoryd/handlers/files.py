@@ -171,10 +171,10 @@ async def commit(
     *,
     memory_id: UUID | None = None,
     transcription_language: str | None = None,
-    enqueue_transcription: bool = True,
 ) -> tuple[FileRecord, UUID | None]:
     """The row for staged bytes (thumbnail made first for an image); the blob is removed
-    when this fails."""
+    when this fails. With ``transcription_language`` (a voice note) the transcription and
+    its job commit with the row."""
     thumb = None
     try:
         metadata: dict[str, Any] = {}
@@ -203,7 +203,6 @@ async def commit(
             new,
             quota=svc.settings.files_quota_bytes,
             transcription_language=transcription_language,
-            enqueue_transcription=enqueue_transcription,
         )
     except BaseException:
         await discard(svc, staged)
@@ -211,7 +210,7 @@ async def commit(
             with contextlib.suppress(Exception):
                 await blob_store(svc, staged.provider).delete(thumb.key)
         raise
-    if transcription_id is not None and enqueue_transcription:
+    if transcription_id is not None:
         svc.wake_jobs()
     return record, transcription_id
 

@@ -130,13 +130,12 @@ class FileStore:
         *,
         quota: int,
         transcription_language: str | None = None,
-        enqueue_transcription: bool = True,
     ) -> tuple[FileRecord, UUID | None]:
         """Insert an uploaded file, within the user's ``quota`` (bytes), else raise.
 
         With ``transcription_language`` (a voice note; "" for "detect") a transcription
-        row is added too, and its job unless ``enqueue_transcription`` is False (the caller
-        then enqueues it with the voice message). Returns the file and the
+        row is added too, and its job, in the same transaction: no voice note is ever
+        stored without the job that finishes its transcription. Returns the file and the
         transcription's id."""
         async with self.db.transaction() as conn:
             # One upload of a user at a time passes this point: the sum and the insert
@@ -172,8 +171,7 @@ class FileStore:
                     new.memory_id,
                     transcription_language or None,
                 )
-                if enqueue_transcription:
-                    await enqueue(conn, transcribe_job(transcription_id, new.user_id))
+                await enqueue(conn, transcribe_job(transcription_id, new.user_id))
             return _record(row), transcription_id
 
     async def add_media(
