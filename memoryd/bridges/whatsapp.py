@@ -18,6 +18,7 @@ a local fake and a deployment upgrades the version on purpose.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import re
@@ -212,8 +213,8 @@ class GraphClient:
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise GraphError(0, f"media download failed: {type(exc).__name__}") from None
-        expected = (sha256 or "").lower()
-        if len(expected) == 64 and expected != digest.hexdigest():
+        expected = _hex_digest(sha256)
+        if expected is not None and expected != digest.hexdigest():
             raise GraphError(502, "media checksum mismatch")
 
     async def _call(
@@ -235,6 +236,19 @@ class GraphClient:
         if not isinstance(data, dict):
             raise GraphError(502, "Graph API answered with no JSON object", ambiguous=True)
         return data
+
+
+def _hex_digest(sha256: str | None) -> str | None:
+    """Meta's sha256 as hex: the media lookup gives hex, webhooks give base64; anything
+    else (absent, malformed) is not checked."""
+    value = (sha256 or "").strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        return value.lower()
+    with contextlib.suppress(ValueError):
+        raw = base64.b64decode(value, validate=True)
+        if len(raw) == 32:
+            return raw.hex()
+    return None
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -559,6 +559,46 @@ async def test_a_download_that_does_not_match_metas_sha256_is_never_stored(
     assert not [p.name for p in root.iterdir() if str(file_id) in p.name]
 
 
+async def test_media_over_the_size_cap_fail_at_once_and_store_nothing(
+    base_settings: Settings,
+    graph: FakeGraph,
+    db: Database,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """``WHATSAPP_MAX_MEDIA_BYTES``: over it (as Meta's lookup says, or as the bytes
+    flow), the media is refused without retries, and no blob is left."""
+    from memoryd.bridges.blobs import LocalBlobStore
+    from memoryd.bridges.whatsapp import GraphError
+
+    async with whatsapp_node(base_settings, graph, whatsapp_max_media_bytes=4096) as small:
+        api, driver = Api(http, small.url), WebhookDriver(http, small.url, APP_SECRET)
+        user, number = await connected_user(api, db, graph)
+        contact = wa_id()
+        memory_id = await start_thread(user, driver, number, contact, name="Ines")
+        big_id, big = graph.add_media(b"%PDF-1.7 " + b"x" * 10_000, "application/pdf")
+        wamid = await _wa_media(driver, number, contact, big_id, big, "document")
+        msg = await eventually(lambda: _by_wamid(user, memory_id, wamid, done=True))
+        assert msg["metadata"]["mediaStatus"] == "failed" and msg["attachments"] == []
+        assert msg["metadata"]["mediaError"]["title"] == "media larger than 4096 bytes"
+        file_id = uuid.uuid5(
+            uuid.NAMESPACE_URL,
+            f"memoryd:whatsapp:{user.user['id']}:{wamid}",  # type: ignore[attr-defined]
+        )
+        assert await db.fetchval("SELECT count(*) FROM files WHERE id = $1", file_id) == 0
+
+        # The stream itself stops at the cap (a lookup without file_size), mid-blob.
+        bridge = small.app[SERVICES].whatsapp
+        assert bridge is not None
+        info = await bridge.graph.media(graph.token, big_id)
+        store = LocalBlobStore(tmp_path)
+        chunks = bridge.graph.stream(graph.token, info.url, max_bytes=4096, sha256=info.sha256)
+        with pytest.raises(GraphError) as refused:
+            await store.put_stream("files/u/big", chunks)
+        assert refused.value.status == 413 and not refused.value.transient
+        assert not await asyncio.to_thread(lambda: list(tmp_path.rglob("*big*")))
+
+
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer

@@ -123,7 +123,9 @@ async def fetch_media(svc: Services, job: Job) -> dict[str, Any]:
             svc,
             user_id,
             file_id,
-            bridge.graph.stream(token, info.url, max_bytes=max_bytes, sha256=info.sha256),
+            bridge.graph.stream(
+                token, info.url, max_bytes=max_bytes, sha256=info.sha256 or media.get("sha256")
+            ),
             original_filename=media.get("filename"),
             memory_id=message.memory_id,
             message_id=message_id,
