@@ -241,7 +241,7 @@ class GraphClient:
 def _hex_digest(sha256: str | None) -> str | None:
     """Meta's sha256 as hex: the media lookup gives hex, webhooks give base64; anything
     else (absent, malformed) is not checked."""
-    value = (sha256 or "").strip()
+    value = sha256.strip() if isinstance(sha256, str) else ""
     if re.fullmatch(r"[0-9a-fA-F]{64}", value):
         return value.lower()
     with contextlib.suppress(ValueError):

@@ -115,18 +115,21 @@ async def fetch_media(svc: Services, job: Job) -> dict[str, Any]:
     # blob and finds the row it stored, never adds one.
     file_id = uuid5(NAMESPACE_URL, f"memoryd:whatsapp:{user_id}:{wamid}")
     max_bytes = svc.settings.whatsapp_max_media_bytes
+    filename = media.get("filename")
     try:
         info = await bridge.graph.media(token, media_id)
         if info.file_size is not None and info.file_size > max_bytes:
             raise GraphError(413, f"media larger than {max_bytes} bytes")
+        # The lookup's sha256 (hex), else the webhook's (base64); checked before the blob
+        # commits, so a corrupt download is never stored.
+        expected = info.sha256 or media.get("sha256")
+        chunks = bridge.graph.stream(token, info.url, max_bytes=max_bytes, sha256=expected)
         record = await store_media(
             svc,
             user_id,
             file_id,
-            bridge.graph.stream(
-                token, info.url, max_bytes=max_bytes, sha256=info.sha256 or media.get("sha256")
-            ),
-            original_filename=media.get("filename"),
+            chunks,
+            original_filename=str(filename) if filename else None,
             memory_id=message.memory_id,
             message_id=message_id,
             metadata={"source": "whatsapp", "wamid": wamid, "mediaId": media_id,
@@ -136,7 +139,7 @@ async def fetch_media(svc: Services, job: Job) -> dict[str, Any]:
         )  # fmt: skip
     except ValidationFailed:  # the message was deleted while its media downloaded
         return {"skipped": "message deleted"}
-    except (GraphError, BlobError) as exc:
+    except (GraphError, BlobError, OSError) as exc:  # OSError: the local disk
         error = exc if isinstance(exc, GraphError) else GraphError(0, "media not stored")
         if error.transient and job.attempts < job.max_attempts:
             raise RetryLater(
