@@ -316,12 +316,11 @@ class Throttle:
 @dataclass
 class WhatsAppBridge:
     """What the WhatsApp handlers need: the Graph client, the token box, the per-number
-    throttle and the media size cap (media go to the blob store, `handlers.files`)."""
+    throttle (media go to the blob store through `handlers.files.store_media`)."""
 
     graph: GraphClient
     box: SecretBox
     throttle: Throttle
-    max_media_bytes: int = 100 * 1024 * 1024
     retry_base: float = 1.0  # seconds before the first retry; doubles each attempt
     max_throttle_wait: float = 2.0  # wait in the job up to this long, else retry later
 

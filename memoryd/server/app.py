@@ -278,7 +278,6 @@ def _whatsapp(
         graph=GraphClient(session, settings.whatsapp_graph_url),
         box=SecretBox(secret_key, "whatsapp-access-token"),
         throttle=Throttle(settings.whatsapp_send_rate),
-        max_media_bytes=settings.whatsapp_max_media_bytes,
     )
 
 
