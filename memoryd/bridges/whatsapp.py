@@ -18,14 +18,13 @@ a local fake and a deployment upgrades the version on purpose.
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import contextlib
 import hashlib
-import os
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -113,12 +112,6 @@ class MediaInfo:
     file_size: int | None
 
 
-@dataclass(frozen=True)
-class Download:
-    size: int
-    sha256: str
-
-
 class GraphClient:
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self._session = session
@@ -196,33 +189,33 @@ class GraphClient:
             file_size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
         )
 
-    async def download(self, token: str, url: str, dest: Path, max_bytes: int) -> Download:
-        """Stream ``url`` (a media url, fetched with the bearer token) into ``dest``.
+    async def stream(
+        self, token: str, url: str, *, max_bytes: int, sha256: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes of ``url`` (a media url, fetched with the bearer token), in chunks.
 
-        Written to a temporary file and renamed, so ``dest`` is whole or absent.
-        """
+        Raises `GraphError` from inside the iteration: 413 past ``max_bytes``, 502 when
+        the whole does not hash to ``sha256`` (Meta's hex digest, checked after the last
+        chunk and before the iteration ends), 0 when the connection breaks. A blob store's
+        ``put_stream`` discards what it got when its iterator raises, so a download that
+        is too large, broken or corrupt never becomes a stored file."""
         digest = hashlib.sha256()
         size = 0
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
         try:
             async with self._session.get(url, headers=_auth(token), timeout=_DOWNLOAD) as resp:
                 if resp.status != 200:
                     raise await _error(resp)
-                with open(tmp, "wb") as out:  # noqa: ASYNC230 - chunks written off the loop
-                    async for chunk in resp.content.iter_chunked(_CHUNK):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise GraphError(413, f"media larger than {max_bytes} bytes")
-                        digest.update(chunk)
-                        await asyncio.to_thread(out.write, chunk)
-            await asyncio.to_thread(os.replace, tmp, dest)
+                async for chunk in resp.content.iter_chunked(_CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise GraphError(413, f"media larger than {max_bytes} bytes")
+                    digest.update(chunk)
+                    yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise GraphError(0, f"media download failed: {type(exc).__name__}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        return Download(size=size, sha256=digest.hexdigest())
+        expected = _hex_digest(sha256)
+        if expected is not None and expected != digest.hexdigest():
+            raise GraphError(502, "media checksum mismatch")
 
     async def _call(
         self, method: str, path: str, token: str, payload: Any = None
@@ -243,6 +236,19 @@ class GraphClient:
         if not isinstance(data, dict):
             raise GraphError(502, "Graph API answered with no JSON object", ambiguous=True)
         return data
+
+
+def _hex_digest(sha256: str | None) -> str | None:
+    """Meta's sha256 as hex: the media lookup gives hex, webhooks give base64; anything
+    else (absent, malformed) is not checked."""
+    value = sha256.strip() if isinstance(sha256, str) else ""
+    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        return value.lower()
+    with contextlib.suppress(ValueError):
+        raw = base64.b64decode(value, validate=True)
+        if len(raw) == 32:
+            return raw.hex()
+    return None
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -310,20 +316,13 @@ class Throttle:
 @dataclass
 class WhatsAppBridge:
     """What the WhatsApp handlers need: the Graph client, the token box, the per-number
-    throttle and where media files go."""
+    throttle (media go to the blob store through `handlers.files.store_media`)."""
 
     graph: GraphClient
     box: SecretBox
     throttle: Throttle
-    data_dir: Path
-    max_media_bytes: int = 100 * 1024 * 1024
     retry_base: float = 1.0  # seconds before the first retry; doubles each attempt
     max_throttle_wait: float = 2.0  # wait in the job up to this long, else retry later
-
-    def media_path(self, user_id: str, file_id: str, extension: str) -> tuple[str, Path]:
-        """``(storage_path relative to the data dir, absolute path)`` of a media file."""
-        relative = f"files/{user_id}/{file_id}{extension}"
-        return relative, self.data_dir / relative
 
 
 # -- webhooks: Meta's payload, parsed item by item -------------------------------------------

@@ -18,7 +18,13 @@ from typing import Any
 from uuid import UUID
 
 from memoryd.bridges.blobs import BlobError, BlobStore
-from memoryd.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from memoryd.errors import (
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from memoryd.handlers import thumbnails
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.file_rules import (
@@ -165,10 +171,10 @@ async def commit(
     *,
     memory_id: UUID | None = None,
     transcription_language: str | None = None,
-    enqueue_transcription: bool = True,
 ) -> tuple[FileRecord, UUID | None]:
     """The row for staged bytes (thumbnail made first for an image); the blob is removed
-    when this fails."""
+    when this fails. With ``transcription_language`` (a voice note) the transcription and
+    its job commit with the row."""
     thumb = None
     try:
         metadata: dict[str, Any] = {}
@@ -197,7 +203,6 @@ async def commit(
             new,
             quota=svc.settings.files_quota_bytes,
             transcription_language=transcription_language,
-            enqueue_transcription=enqueue_transcription,
         )
     except BaseException:
         await discard(svc, staged)
@@ -205,7 +210,7 @@ async def commit(
             with contextlib.suppress(Exception):
                 await blob_store(svc, staged.provider).delete(thumb.key)
         raise
-    if transcription_id is not None and enqueue_transcription:
+    if transcription_id is not None:
         svc.wake_jobs()
     return record, transcription_id
 
@@ -240,6 +245,7 @@ async def store_media(
     message_id: UUID | None = None,
     metadata: dict[str, Any] | None = None,
     max_bytes: int | None = None,
+    message_metadata: dict[str, Any] | None = None,
 ) -> FileRecord:
     """Store a bridge's media (a WhatsApp download) like an upload, idempotently.
 
@@ -248,7 +254,12 @@ async def store_media(
     (an unknown one is kept as ``application/octet-stream``, served as an attachment);
     images get a thumbnail; audio is transcribed by the ``voice.transcribe`` job, and
     when ``message_id`` is given the file is attached to that message, which then gets
-    the transcript as its content. Publishes the message's ``message.updated``."""
+    the transcript as its content, and ``message_metadata`` merged into its metadata
+    (``mediaStatus: stored``), in the same transaction. Publishes the message's
+    ``message.updated``.
+
+    An exception from ``chunks`` (a size cap, a broken download, a checksum that does not
+    match) leaves nothing stored: the blob store discards what it got."""
     store = blob_store(svc)
     key = f"files/{user_id}/{file_id}"
     measured = _Measure(chunks, max_bytes or largest_limit(svc))
@@ -276,9 +287,19 @@ async def store_media(
         thumbnail_path=thumb.key if thumb else None,
         thumbnail_type=thumb.content_type if thumb else None,
     )
-    record, event, created = await svc.store.files.add_media(
-        new, message_id=message_id, transcribe=sniffed.kind == "audio"
-    )
+    try:
+        record, event, created = await svc.store.files.add_media(
+            new,
+            message_id=message_id,
+            transcribe=sniffed.kind == "audio",
+            message_metadata=message_metadata,
+        )
+    except (ValidationFailed, Conflict):  # the message is gone: no row will hold the blob
+        for orphan in (key, thumb.key if thumb else None):
+            if orphan:
+                with contextlib.suppress(Exception):
+                    await store.delete(orphan)
+        raise
     svc.publish(user_id, event)
     if created and sniffed.kind == "audio":
         svc.wake_jobs()

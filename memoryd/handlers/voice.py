@@ -21,10 +21,10 @@ from memoryd.handlers import files
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.jobs import RetryLater
 from memoryd.handlers.rbac import Permission
-from memoryd.protocol.models import Message, Transcription
-from memoryd.storage.files import FileRecord, transcribe_job
-from memoryd.storage.jobs import Job, NewJob
-from memoryd.storage.messages import NewMessage, Planner, SendContext, SendPlan
+from memoryd.protocol.models import Transcription
+from memoryd.storage.files import FileRecord
+from memoryd.storage.jobs import Job
+from memoryd.storage.messages import NewMessage
 
 log = logging.getLogger("memoryd.voice")
 
@@ -52,22 +52,6 @@ def parse_language(value: str | None) -> str:
     return value.lower()
 
 
-def _with_transcription(svc: Services, transcription_id: UUID, user_id: UUID) -> Planner:
-    """The plan of a voice message the server makes: its transcription job, and the
-    pipeline's ``on_create`` listeners (as for any server-made message)."""
-    server_plan = svc.pipeline.server_plan()
-
-    async def job(message: Message) -> NewJob:
-        return transcribe_job(transcription_id, user_id)
-
-    async def plan(context: SendContext, new: NewMessage) -> SendPlan:
-        planned = await server_plan(context, new)
-        planned.jobs = (*planned.jobs, job)
-        return planned
-
-    return plan
-
-
 async def upload(
     svc: Services,
     caller: Caller,
@@ -90,15 +74,13 @@ async def upload(
     except BaseException:
         await files.discard(svc, staged)
         raise
-    # With a memory, the transcription job is stored with the voice message (below), so
-    # that the job finds the message to give the transcript to.
+    # The transcription job commits with the file and transcription rows, so an upload
+    # that was acknowledged (or one cut off by a crash before the message below) always
+    # gets its transcription finished. The job and the message may come in either order:
+    # a transcript finished before the message exists reaches it when the message claims
+    # the file (`finished_transcripts`).
     record, transcription_id = await files.commit(
-        svc,
-        staged,
-        filename,
-        memory_id=memory_id,
-        transcription_language=language,
-        enqueue_transcription=memory_id is None,
+        svc, staged, filename, memory_id=memory_id, transcription_language=language
     )
     assert transcription_id is not None
     message_id = None
@@ -107,15 +89,21 @@ async def upload(
             message, event = await svc.store.messages.create(
                 caller.user_id,
                 memory_id,
-                NewMessage(content="", message_type="voice", attachments=(record.id,)),
-                plan=_with_transcription(svc, transcription_id, caller.user_id),
+                NewMessage(
+                    content="",
+                    message_type="voice",
+                    attachments=(record.id,),
+                    # One voice message per file, even if this step is ever run again.
+                    client_msg_id=f"voice:{record.id}",
+                ),
+                plan=svc.pipeline.server_plan(),
             )
         except BaseException:
+            # Not acknowledged: the file goes, and its transcription with it (cascade).
             with contextlib.suppress(Exception):
                 await svc.store.files.delete(caller.user_id, record.id)
             raise
         svc.publish(caller.user_id, event)
-        svc.wake_jobs()
         message_id = message.id
     return VoiceUpload(
         file_id=record.id,

@@ -294,8 +294,6 @@ def _whatsapp(
         graph=GraphClient(session, settings.whatsapp_graph_url),
         box=SecretBox(secret_key, "whatsapp-access-token"),
         throttle=Throttle(settings.whatsapp_send_rate),
-        data_dir=settings.data_dir,
-        max_media_bytes=settings.whatsapp_max_media_bytes,
     )
 
 

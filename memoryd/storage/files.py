@@ -130,13 +130,12 @@ class FileStore:
         *,
         quota: int,
         transcription_language: str | None = None,
-        enqueue_transcription: bool = True,
     ) -> tuple[FileRecord, UUID | None]:
         """Insert an uploaded file, within the user's ``quota`` (bytes), else raise.
 
         With ``transcription_language`` (a voice note; "" for "detect") a transcription
-        row is added too, and its job unless ``enqueue_transcription`` is False (the caller
-        then enqueues it with the voice message). Returns the file and the
+        row is added too, and its job, in the same transaction: no voice note is ever
+        stored without the job that finishes its transcription. Returns the file and the
         transcription's id."""
         async with self.db.transaction() as conn:
             # One upload of a user at a time passes this point: the sum and the insert
@@ -172,20 +171,25 @@ class FileStore:
                     new.memory_id,
                     transcription_language or None,
                 )
-                if enqueue_transcription:
-                    await enqueue(conn, transcribe_job(transcription_id, new.user_id))
+                await enqueue(conn, transcribe_job(transcription_id, new.user_id))
             return _record(row), transcription_id
 
     async def add_media(
-        self, new: NewUpload, *, message_id: UUID | None = None, transcribe: bool = False
+        self,
+        new: NewUpload,
+        *,
+        message_id: UUID | None = None,
+        transcribe: bool = False,
+        message_metadata: dict[str, Any] | None = None,
     ) -> tuple[FileRecord, Event | None, bool]:
         """A bridge's media (WhatsApp): ``(file, event, created)``, in one transaction.
 
         Stored once per id: a retry with the same id changes nothing and returns the row
         it stored (``created`` False). Not counted against the quota (the user did not
         choose to upload it). With ``message_id`` the file is attached to that message of
-        the user (its ``attachments`` gain the id; ``event`` is its ``message.updated``);
-        with ``transcribe`` a transcription and its job are added."""
+        the user (its ``attachments`` gain the id, ``message_metadata`` is merged into its
+        metadata and an earlier ``mediaError`` dropped; ``event`` is its
+        ``message.updated``); with ``transcribe`` a transcription and its job are added."""
         async with self.db.transaction() as conn:
             row = await conn.fetchrow(
                 f"""INSERT INTO files (id, user_id, memory_id, message_id, filename,
@@ -215,11 +219,16 @@ class FileStore:
                 msg_row = await conn.fetchrow(
                     f"""UPDATE messages SET attachments =
                             COALESCE(attachments, '[]'::jsonb) || jsonb_build_array($3::text),
+                            metadata = CASE WHEN $4::jsonb IS NULL THEN metadata
+                                ELSE (CASE WHEN jsonb_typeof(metadata) = 'object'
+                                           THEN metadata ELSE '{{}}'::jsonb END
+                                      - 'mediaError') || $4::jsonb END,
                             updated_at = now()
                         WHERE user_id = $1 AND id = $2 RETURNING {MESSAGE_COLUMNS}""",
                     new.user_id,
                     message_id,
                     str(new.id),
+                    message_metadata,
                 )
                 if msg_row is None:
                     raise ValidationFailed(

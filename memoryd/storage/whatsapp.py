@@ -83,19 +83,6 @@ class OutboundTarget:
     connected: bool
 
 
-@dataclass(frozen=True)
-class NewFile:
-    id: UUID
-    user_id: UUID
-    memory_id: UUID | None
-    filename: str
-    original_filename: str
-    file_type: str
-    file_size: int
-    storage_path: str
-    metadata: Any = None
-
-
 class WhatsAppStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -395,39 +382,3 @@ class WhatsAppStore:
                 return None
             message = to_model(Message, row)
             return message, await append_event(conn, user_id, "message.updated", message)
-
-    # -- media -------------------------------------------------------------------------
-
-    async def attach_file(
-        self, message_id: UUID, new: NewFile, metadata: dict[str, Any]
-    ) -> tuple[Message, Event] | None:
-        """Store a downloaded media file and attach it to its message, merging
-        ``metadata`` (``mediaStatus: stored``) and dropping an earlier ``mediaError``,
-        with a ``message.updated`` event. Once: None when the file is attached already
-        (a retry of a job that finished) or the message is gone."""
-        async with self.db.transaction() as conn:
-            row = await conn.fetchrow(
-                f"""UPDATE messages SET updated_at = now(),
-                        attachments = attachments || jsonb_build_array($3::text),
-                        metadata = (CASE WHEN jsonb_typeof(metadata) = 'object'
-                                         THEN metadata ELSE '{{}}'::jsonb END
-                                    - 'mediaError') || $4::jsonb
-                    WHERE user_id = $1 AND id = $2
-                      AND NOT attachments @> jsonb_build_array($3::text)
-                    RETURNING {MESSAGE_COLUMNS}""",
-                new.user_id, message_id, str(new.id), metadata,
-            )  # fmt: skip
-            if row is None:
-                return None
-            await conn.execute(
-                """INSERT INTO files (id, user_id, memory_id, message_id, filename,
-                       original_filename, file_type, file_size, storage_path, storage_provider,
-                       metadata, is_processed)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'local', $10, TRUE)
-                   ON CONFLICT (id) DO NOTHING""",
-                new.id, new.user_id, new.memory_id, message_id, new.filename,
-                new.original_filename, new.file_type, new.file_size, new.storage_path,
-                new.metadata,
-            )  # fmt: skip
-            message = to_model(Message, row)
-            return message, await append_event(conn, new.user_id, "message.updated", message)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from aiohttp import web
 from memoryd.client import Client, ClientEvent, connect
 from memoryd.config import Settings
 from memoryd.crypto import SecretBox
+from memoryd.handlers import files
 from memoryd.handlers.whatsapp import INBOUND, OUTBOUND, token_aad
 from memoryd.server.app import create_app
 from memoryd.server.keys import JOBS, SERVICES
@@ -374,8 +375,10 @@ async def test_media_messages_are_downloaded_and_unknown_types_kept(
     assert (pic["messageType"], pic["content"]) == ("image", "The harbour")
     assert (note["messageType"], note["content"]) == ("voice", "[voice message]")
     assert (report["messageType"], report["content"]) == ("document", "Q3 report.pdf")
-    data_dir = Path(node.app[SERVICES].settings.data_dir)
-    for msg, item, ext in ((pic, image, ".png"), (note, voice, ".oga"), (report, doc, ".pdf")):
+    # Stored through the blob store like an upload: the type sniffed from the bytes.
+    for msg, item, sniffed in (
+        (pic, image, "image/png"), (note, voice, "audio/ogg"), (report, doc, "application/pdf")
+    ):  # fmt: skip
         assert len(msg["attachments"]) == 1
         row = await db.fetchrow(
             "SELECT * FROM files WHERE id = $1::uuid AND user_id = $2::uuid",
@@ -383,9 +386,10 @@ async def test_media_messages_are_downloaded_and_unknown_types_kept(
         )  # fmt: skip
         assert row is not None and row["storage_provider"] == "local"
         assert str(row["message_id"]) == msg["id"] and str(row["memory_id"]) == memory_id
-        assert row["file_size"] == len(item.data) and row["file_type"] == item.mime_type
-        assert row["storage_path"].endswith(ext)
-        assert (data_dir / row["storage_path"]).read_bytes() == item.data
+        assert row["file_size"] == len(item.data) and row["file_type"] == sniffed
+        assert row["sha256"] == item.sha256_hex
+        blobs = files.blob_store(node.app[SERVICES], row["storage_provider"])
+        assert b"".join([c async for c in blobs.open(row["storage_path"])]) == item.data
     original = await db.fetchval(
         "SELECT original_filename FROM files WHERE id = $1::uuid", report["attachments"][0]
     )
@@ -457,6 +461,183 @@ async def test_media_messages_reach_devices_at_once_and_get_their_file_once_late
     )
     assert sorted(r["n"] for r in rows) == [1] * len(items)
     assert {str(r["message_id"]) for r in rows} == {m["id"] for m in created.values()}
+
+
+async def _wa_media(
+    driver: WebhookDriver,
+    number: str,
+    contact: str,
+    media_id: str,
+    item: Any,
+    kind: str,
+    **extra: Any,
+) -> str:
+    """Post an inbound media message; returns its wamid."""
+    content = {"id": media_id, "mime_type": item.mime_type, "sha256": item.sha256_b64, **extra}
+    payload = driver.message(number, wa_id=contact, name="Ines", type=kind, content=content)
+    assert (await driver.post(payload)).body["stored"] == 1
+    return str(payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
+
+
+async def _by_wamid(user: Api, memory_id: str, wamid: str, *, done: bool) -> dict[str, Any] | None:
+    for m in await thread_messages(user, memory_id):
+        meta = m["metadata"] or {}
+        if meta.get("wamid") == wamid and (not done or meta.get("mediaStatus") != "pending"):
+            return m
+    return None
+
+
+async def test_an_inbound_voice_note_is_transcribed_into_its_message(
+    node: RunningServer,
+    api: Api,
+    db: Database,
+    graph: FakeGraph,
+    driver: WebhookDriver,
+    tmp_path: Path,
+) -> None:
+    """A WhatsApp voice note (Opus in Ogg, as WhatsApp sends it) goes through the same
+    interface as an upload: stored in the blob store, transcribed, and the
+    ``[voice message]`` placeholder replaced by what was said."""
+    from tests.files.conftest import speak
+
+    audio = speak("one two three four five", tmp_path / "wa-voice")
+    user, number = await connected_user(api, db, graph)
+    contact = wa_id()
+    memory_id = await start_thread(user, driver, number, contact, name="Ines")
+    media_id, item = graph.add_media(audio, "audio/ogg; codecs=opus")
+    wamid = await _wa_media(driver, number, contact, media_id, item, "audio", voice=True)
+
+    async def transcribed() -> dict[str, Any] | None:
+        found = await _by_wamid(user, memory_id, wamid, done=True)
+        return found if found and found["content"] != "[voice message]" else None
+
+    msg = await eventually(transcribed, timeout=90)
+    assert msg["messageType"] == "voice" and msg["metadata"]["mediaStatus"] == "stored"
+    assert {"three", "four"} <= set(msg["content"].split()), msg["content"]
+    assert msg["metadata"]["transcription"]["status"] == "completed"
+    assert msg["metadata"]["transcription"]["engine"].startswith("pocketsphinx-")
+    (f,) = msg["files"]
+    assert (f["fileType"], f["kind"], f["fileSize"]) == ("audio/ogg", "audio", len(audio))
+    assert f["metadata"]["source"] == "whatsapp" and f["metadata"]["wamid"] == wamid
+    # One file, one transcription: the job ran once per wamid.
+    count = await db.fetchval(
+        "SELECT count(*) FROM transcriptions WHERE file_id = $1::uuid", f["id"]
+    )
+    assert count == 1
+
+
+async def test_a_download_that_does_not_match_metas_sha256_is_never_stored(
+    node: RunningServer, api: Api, db: Database, graph: FakeGraph, driver: WebhookDriver
+) -> None:
+    """Damaged once: retried, and stored whole. Damaged every time: ``failed`` with the
+    reason, and no row and no blob (not even a partial one) for its file id."""
+    user, number = await connected_user(api, db, graph)
+    user_id = user.user["id"]  # type: ignore[attr-defined]
+    contact = wa_id()
+    memory_id = await start_thread(user, driver, number, contact, name="Ines")
+    data = b"%PDF-1.7 minutes " + bytes(range(256)) * 40
+    once_id, once = graph.add_media(data, "application/pdf")
+    graph.fail("download", "corrupt", times=1)
+    wamid = await _wa_media(driver, number, contact, once_id, once, "document")
+    msg = await eventually(lambda: _by_wamid(user, memory_id, wamid, done=True))
+    assert msg["metadata"]["mediaStatus"] == "stored" and len(msg["attachments"]) == 1
+    assert msg["files"][0]["sha256"] == once.sha256_hex
+    assert "mediaError" not in msg["metadata"]
+
+    bad_id, bad = graph.add_media(data + b"!", "application/pdf")
+    graph.fail("download", "corrupt", times=100)
+    try:
+        wamid = await _wa_media(driver, number, contact, bad_id, bad, "document")
+        msg = await eventually(lambda: _by_wamid(user, memory_id, wamid, done=True), 30)
+    finally:
+        graph._failures["download"].clear()
+    assert msg["metadata"]["mediaStatus"] == "failed" and msg["attachments"] == []
+    assert msg["metadata"]["mediaError"]["title"] == "media checksum mismatch"
+    file_id = uuid.uuid5(uuid.NAMESPACE_URL, f"memoryd:whatsapp:{user_id}:{wamid}")
+    assert await db.fetchval("SELECT count(*) FROM files WHERE id = $1", file_id) == 0
+    root = node.app[SERVICES].settings.data_dir / "files" / user_id
+    assert not [p.name for p in root.iterdir() if str(file_id) in p.name]
+
+
+async def test_media_over_the_size_cap_fail_at_once_and_store_nothing(
+    base_settings: Settings,
+    graph: FakeGraph,
+    db: Database,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """``WHATSAPP_MAX_MEDIA_BYTES``: over it (as Meta's lookup says, or as the bytes
+    flow), the media is refused without retries, and no blob is left."""
+    from memoryd.bridges.blobs import LocalBlobStore
+    from memoryd.bridges.whatsapp import GraphError
+
+    async with whatsapp_node(base_settings, graph, whatsapp_max_media_bytes=4096) as small:
+        api, driver = Api(http, small.url), WebhookDriver(http, small.url, APP_SECRET)
+        user, number = await connected_user(api, db, graph)
+        contact = wa_id()
+        memory_id = await start_thread(user, driver, number, contact, name="Ines")
+        big_id, big = graph.add_media(b"%PDF-1.7 " + b"x" * 10_000, "application/pdf")
+        wamid = await _wa_media(driver, number, contact, big_id, big, "document")
+        msg = await eventually(lambda: _by_wamid(user, memory_id, wamid, done=True))
+        assert msg["metadata"]["mediaStatus"] == "failed" and msg["attachments"] == []
+        assert msg["metadata"]["mediaError"]["title"] == "media larger than 4096 bytes"
+        file_id = uuid.uuid5(
+            uuid.NAMESPACE_URL,
+            f"memoryd:whatsapp:{user.user['id']}:{wamid}",  # type: ignore[attr-defined]
+        )
+        assert await db.fetchval("SELECT count(*) FROM files WHERE id = $1", file_id) == 0
+
+        # The stream itself stops at the cap (a lookup without file_size), mid-blob.
+        bridge = small.app[SERVICES].whatsapp
+        assert bridge is not None
+        info = await bridge.graph.media(graph.token, big_id)
+        store = LocalBlobStore(tmp_path)
+        chunks = bridge.graph.stream(graph.token, info.url, max_bytes=4096, sha256=info.sha256)
+        with pytest.raises(GraphError) as refused:
+            await store.put_stream("files/u/big", chunks)
+        assert refused.value.status == 413 and not refused.value.transient
+        assert not await asyncio.to_thread(lambda: list(tmp_path.rglob("*big*")))
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+async def test_media_land_in_s3_when_that_is_the_storage_backend(
+    base_settings: Settings,
+    graph: FakeGraph,
+    db: Database,
+    http: aiohttp.ClientSession,
+    moto_url: str,
+) -> None:
+    s3 = {"storage_backend": "s3", "s3_bucket": "memoryd-wa", "s3_endpoint_url": moto_url,
+          "s3_access_key_id": "testing", "s3_secret_access_key": "testing"}  # fmt: skip
+    async with whatsapp_node(base_settings, graph, **s3) as s3_node:
+        store = files.blob_store(s3_node.app[SERVICES], "s3")
+        await store._client.create_bucket(Bucket="memoryd-wa")  # type: ignore[attr-defined]
+        api, driver = Api(http, s3_node.url), WebhookDriver(http, s3_node.url, APP_SECRET)
+        user, number = await connected_user(api, db, graph)
+        contact = wa_id()
+        memory_id = await start_thread(user, driver, number, contact, name="Ines")
+        from tests.files.conftest import png
+
+        picture = png(320, 200)
+        media_id, item = graph.add_media(picture, "image/png")
+        wamid = await _wa_media(driver, number, contact, media_id, item, "image")
+        msg = await eventually(lambda: _by_wamid(user, memory_id, wamid, done=True))
+        assert msg["metadata"]["mediaStatus"] == "stored", msg["metadata"]
+        row = await db.fetchrow("SELECT * FROM files WHERE id = $1::uuid", msg["attachments"][0])
+        assert row["storage_provider"] == "s3" and row["thumbnail_path"]
+        assert b"".join([c async for c in store.open(row["storage_path"])]) == picture
+        thumb = await user.get(msg["files"][0]["thumbnailUrl"])
+        assert thumb.status == 200
 
 
 # -- outbound ----------------------------------------------------------------------------------

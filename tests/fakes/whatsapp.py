@@ -17,7 +17,8 @@
 
 `FakeGraph.fail` queues failures for an endpoint: ``"429"`` (throughput, code 130429,
 optionally with Retry-After), ``"500"`` (code 1), ``"131047"`` (re-engagement window, HTTP
-400) or ``"190"`` (expired token, HTTP 401).
+400) or ``"190"`` (expired token, HTTP 401); for ``download``, ``"corrupt"`` serves the
+media with its last byte changed (no longer matching the lookup's ``sha256``).
 
 `WebhookDriver` builds ``whatsapp_business_account`` payloads (messages of every type,
 statuses with errors) and posts them signed with ``X-Hub-Signature-256`` over the exact
@@ -364,10 +365,16 @@ class FakeGraph:
         item = self.media.get(request.query.get("mid", ""))
         if item is None:
             return web.Response(status=404, text="Not Found")
-        injected = self._injected("download")
-        if injected is not None:
-            return injected
-        return web.Response(body=item.data, content_type=item.mime_type.split(";")[0])
+        queue = self._failures["download"]
+        data = item.data
+        if queue and queue[0].kind == "corrupt":  # damaged on the way: Meta's sha256 no match
+            queue.popleft()
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        else:
+            injected = self._injected("download")
+            if injected is not None:
+                return injected
+        return web.Response(body=data, content_type=item.mime_type.split(";")[0])
 
 
 # -- webhooks as Meta posts them -----------------------------------------------------------

@@ -275,6 +275,48 @@ async def test_a_transcript_never_replaces_words_someone_wrote(
     assert "three" in meta["transcription"]["text"].split()
 
 
+async def test_a_voice_upload_cut_off_before_its_message_still_gets_transcribed(
+    server: RunningServer, api: Api, clips: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 6: the node dies after the file and transcription rows commit and before
+    the voice message does (here: the message step raises, and the clean-up a dead node
+    would never run fails too). The transcription job committed with the rows, so the
+    transcription still finishes: never ``processing`` forever."""
+    from memoryd.server.keys import SERVICES
+
+    svc = server.app[SERVICES]
+    me = await api.register()
+    memory = await _memory(me)
+    audio = speak("one two three four five", clips / "cut-off")
+
+    async def crash(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionResetError("the node died here")
+
+    monkeypatch.setattr(svc.store.messages, "create", crash)
+    monkeypatch.setattr(svc.store.files, "delete", crash)
+    resp = await _voice(me, audio, "cut.ogg", memoryId=memory)
+    assert resp.status == 500, resp.body
+    monkeypatch.undo()
+    user_id = uuid.UUID(me.user["id"])  # type: ignore[attr-defined]
+    deadline = asyncio.get_running_loop().time() + 90
+    while True:
+        rows = await svc.store.files.db.fetch(
+            "SELECT id, status FROM transcriptions WHERE user_id = $1", user_id
+        )
+        assert len(rows) == 1  # the rows did commit: this is the case that matters
+        if rows[0]["status"] != "processing":
+            break
+        assert asyncio.get_running_loop().time() < deadline, "left processing, with no job"
+        await asyncio.sleep(0.2)
+    done = await _wait(me, str(rows[0]["id"]))
+    assert done["status"] == "completed", done
+    assert {"three", "four"} <= set(done["text"].split()), done["text"]
+    # No message was made; the note is an unattached file its owner can still send.
+    assert done["messageId"] is None
+    listed = await me.get(f"/api/memories/{memory}/messages")
+    assert listed.body["messages"] == []
+
+
 async def test_a_note_transcribed_before_it_is_sent_gets_its_transcript_in_the_send(
     server: RunningServer, api: Api, clips: Path
 ) -> None:

@@ -6,13 +6,14 @@ message's ``clientMsgId`` (``wa:<wamid>``) makes a retried delivery store one me
 from __future__ import annotations
 
 import hashlib
-import mimetypes
-from pathlib import PurePath
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from memoryd.bridges.blobs import BlobError
 from memoryd.bridges.whatsapp import GraphError, WhatsAppBridge
+from memoryd.errors import ValidationFailed
 from memoryd.handlers.context import Services
+from memoryd.handlers.files import store_media
 from memoryd.handlers.jobs import PermanentFailure, RetryLater
 from memoryd.handlers.whatsapp.shared import (
     CATEGORY,
@@ -28,7 +29,7 @@ from memoryd.handlers.whatsapp.shared import (
 from memoryd.protocol.models import Message
 from memoryd.storage.jobs import Job, NewJob
 from memoryd.storage.messages import JobFactory, NewMessage, SendContext, SendPlan
-from memoryd.storage.whatsapp import FORWARD_FROM, NewFile
+from memoryd.storage.whatsapp import FORWARD_FROM
 
 _UNKNOWN_STATUS_ATTEMPTS = 5  # a status for a wamid we never sent: wait a little, then drop
 _MEDIA_TYPES = {  # webhook type -> (messageType, placeholder)
@@ -80,21 +81,14 @@ def _render(message: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None, b
     return text.strip() or f"[{kind}]", "text", None, True
 
 
-def _extension(mime_type: str, filename: str | None) -> str:
-    if filename:
-        suffix = PurePath(filename).suffix
-        if suffix and len(suffix) <= 10 and suffix[1:].isalnum():
-            return suffix.lower()
-    guessed = mimetypes.guess_extension(mime_type.split(";")[0].strip())
-    return guessed or ".bin"
-
-
 async def fetch_media(svc: Services, job: Job) -> dict[str, Any]:
     """The ``whatsapp.media`` job of an inbound media message, already stored and
-    delivered with ``mediaStatus: pending``: download the media into a ``files`` row and
-    attach it (``mediaStatus: stored``), or after the last retry, or at once when Meta
-    cannot give it, mark it ``failed`` with Meta's error code and title. Each step is a
-    ``message.updated`` event; a retry of a finished download attaches nothing twice."""
+    delivered with ``mediaStatus: pending``: stream the media from the Graph API into the
+    blob store through `files.store_media` (like an upload: sniffed, thumbnailed, and a
+    voice note transcribed into the message), attached with ``mediaStatus: stored``; or
+    after the last retry, or at once when Meta cannot give it, mark it ``failed`` with
+    Meta's error code and title. Each step is a ``message.updated`` event; a retry of a
+    finished download attaches nothing twice."""
     bridge = bridge_of(svc)
     user_id = job.user_id
     payload = as_dict(job.payload)
@@ -117,47 +111,46 @@ async def fetch_media(svc: Services, job: Job) -> dict[str, Any]:
         why = "no media id" if not media_id else "WhatsApp is not connected"
         await _media_failed(svc, user_id, message_id, {"code": None, "title": why})
         return {"messageId": str(message_id), "mediaStatus": "failed"}
-    # The same wamid always makes the same file id and path: a retry rewrites, never adds.
+    # The same wamid always makes the same file id and blob key: a retry rewrites the
+    # blob and finds the row it stored, never adds one.
     file_id = uuid5(NAMESPACE_URL, f"memoryd:whatsapp:{user_id}:{wamid}")
+    max_bytes = svc.settings.whatsapp_max_media_bytes
+    filename = media.get("filename")
     try:
         info = await bridge.graph.media(token, media_id)
-        relative, path = bridge.media_path(
-            str(user_id), str(file_id), _extension(info.mime_type, media.get("filename"))
-        )
-        got = await bridge.graph.download(token, info.url, path, bridge.max_media_bytes)
-        expected = (info.sha256 or "").lower()
-        if len(expected) == 64 and expected != got.sha256:
-            raise GraphError(502, "media checksum mismatch")
-    except GraphError as exc:
-        if exc.transient and job.attempts < job.max_attempts:
+        if info.file_size is not None and info.file_size > max_bytes:
+            raise GraphError(413, f"media larger than {max_bytes} bytes")
+        # The lookup's sha256 (hex), else the webhook's (base64); checked before the blob
+        # commits, so a corrupt download is never stored.
+        expected = info.sha256 or media.get("sha256")
+        chunks = bridge.graph.stream(token, info.url, max_bytes=max_bytes, sha256=expected)
+        record = await store_media(
+            svc,
+            user_id,
+            file_id,
+            chunks,
+            original_filename=str(filename) if filename else None,
+            memory_id=message.memory_id,
+            message_id=message_id,
+            metadata={"source": "whatsapp", "wamid": wamid, "mediaId": media_id,
+                      "mimeType": info.mime_type[:100]},
+            max_bytes=max_bytes,
+            message_metadata={"mediaStatus": "stored"},
+        )  # fmt: skip
+    except ValidationFailed:  # the message was deleted while its media downloaded
+        return {"skipped": "message deleted"}
+    except (GraphError, BlobError, OSError) as exc:  # OSError: the local disk
+        error = exc if isinstance(exc, GraphError) else GraphError(0, "media not stored")
+        if error.transient and job.attempts < job.max_attempts:
             raise RetryLater(
                 f"media {media_id}: {exc}", retry_delay(bridge, job.attempts)
             ) from None
         log.warning("WhatsApp media not stored", extra={"wamid": wamid, "error": str(exc)})
-        await _media_failed(svc, user_id, message_id, {"code": exc.code, "title": exc.title})
-        if exc.transient:  # retries used up: failed, and `POST /api/sync/force` redrives it
+        await _media_failed(svc, user_id, message_id, {"code": error.code, "title": error.title})
+        if error.transient:  # retries used up: failed, and `POST /api/sync/force` redrives it
             raise PermanentFailure(f"media {media_id}: {exc}") from None
-        return {"messageId": str(message_id), "mediaStatus": "failed", "code": exc.code}
-    original = str(media.get("filename") or path.name)
-    result = await svc.store.whatsapp.attach_file(
-        message_id,
-        NewFile(
-            id=file_id,
-            user_id=user_id,
-            memory_id=message.memory_id,
-            filename=path.name,
-            original_filename=original[:255],
-            file_type=info.mime_type[:100],
-            file_size=got.size,
-            storage_path=relative,
-            metadata={"source": "whatsapp", "wamid": wamid, "mediaId": media_id,
-                      "sha256": got.sha256},
-        ),
-        {"mediaStatus": "stored"},
-    )  # fmt: skip
-    if result is not None:
-        svc.publish(user_id, result[1])
-    return {"messageId": str(message_id), "mediaStatus": "stored", "fileId": str(file_id)}
+        return {"messageId": str(message_id), "mediaStatus": "failed", "code": error.code}
+    return {"messageId": str(message_id), "mediaStatus": "stored", "fileId": str(record.id)}
 
 
 async def _media_failed(
