@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from aiohttp import web
 
 from memoryd.config import RateLimit, Settings
 from memoryd.server.app import create_app
+from memoryd.server.keys import SETTINGS
 from memoryd.storage.database import create_database_if_missing, drop_database
 from memoryd.storage.embedded import EmbeddedPostgres
 from memoryd.storage.migrate import migrate
@@ -92,27 +93,59 @@ class RunningServer:
         self.app = app
 
 
-StartServer = Callable[..., Awaitable[RunningServer]]
+class ServerStarter:
+    """Starts real memoryd apps on 127.0.0.1:<random port>; each is stopped at the end of
+    the run, or earlier by `stop_on` when the database it uses is about to be dropped."""
 
+    def __init__(self, base: Settings) -> None:
+        self.base = base
+        self.running: list[RunningServer] = []
 
-@pytest_asyncio.fixture(scope="session")
-async def start_server(base_settings: Settings) -> AsyncIterator[StartServer]:
-    """Start a real memoryd app on 127.0.0.1:<random port>; stopped at the end of the run."""
-    runners: list[web.AppRunner] = []
-
-    async def start(**overrides: Any) -> RunningServer:
-        app = create_app(base_settings.replace(**overrides))
+    async def __call__(self, **overrides: Any) -> RunningServer:
+        app = create_app(self.base.replace(**overrides))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        runners.append(runner)
-        return RunningServer(runner, f"http://127.0.0.1:{port}", app)
+        server = RunningServer(runner, f"http://127.0.0.1:{port}", app)
+        self.running.append(server)
+        return server
 
-    yield start
-    for runner in reversed(runners):
-        await runner.cleanup()
+    async def stop_on(self, database_url: str) -> None:
+        """Stop the servers on ``database_url`` (their pools and job runners with them)."""
+        for server in [s for s in self.running if s.app[SETTINGS].database_url == database_url]:
+            self.running.remove(server)
+            await server.runner.cleanup()
+
+    async def stop_all(self) -> None:
+        while self.running:
+            await self.running.pop().runner.cleanup()
+
+
+StartServer = ServerStarter
+
+
+@pytest_asyncio.fixture(scope="session")
+async def start_server(base_settings: Settings) -> AsyncIterator[StartServer]:
+    """Start a real memoryd app on 127.0.0.1:<random port>; stopped at the end of the run."""
+    starter = ServerStarter(base_settings)
+    yield starter
+    await starter.stop_all()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def own_database(admin_dsn: str, start_server: StartServer) -> AsyncIterator[str]:
+    """A migrated database of this module's own: only its own servers run the jobs queued
+    there (a shared server would otherwise take them, with its own embedder or
+    recognizer). Its servers are stopped before it is dropped."""
+    name = f"memoryd_own_{uuid.uuid4().hex[:10]}"
+    await create_database_if_missing(admin_dsn, name)
+    dsn = _dsn_with_database(admin_dsn, name)
+    await migrate(dsn)
+    yield dsn
+    await start_server.stop_on(dsn)
+    await drop_database(admin_dsn, name)
 
 
 @pytest_asyncio.fixture(scope="session")

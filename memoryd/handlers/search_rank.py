@@ -29,7 +29,7 @@ def fuse(lists: Sequence[tuple[Sequence[Hit], float]], k: int = RRF_K) -> list[H
             key = hit.doc_id
             scores[key] = scores.get(key, 0.0) + weight / (k + rank)
             first.setdefault(key, hit)
-    order = sorted(scores, key=lambda d: -scores[d])
+    order = sorted(scores, key=lambda d: (-scores[d], d))  # ties by id: pages hold still
     return [Hit(first[d].memory_id, first[d].message_id, scores[d]) for d in order]
 
 
@@ -56,7 +56,7 @@ def group(hits: Iterable[Hit], per_memory: int) -> list[Group]:
             g.own = hit
         elif len(g.messages) < per_memory:
             g.messages.append(hit)
-    return sorted(groups.values(), key=lambda g: -g.score)
+    return sorted(groups.values(), key=lambda g: (-g.score, str(g.memory_id)))
 
 
 def trigrams(word: str) -> set[str]:

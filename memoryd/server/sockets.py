@@ -122,11 +122,16 @@ class SocketServer:
             message = "this account is disabled"
             await self._refuse(conn, ErrorCode.UNAUTHORIZED, message, CloseCode.UNAUTHORIZED)
             return False
+        # An ack that arrived on this device's previous socket may not be saved yet. Read
+        # the unsaved one before the stored one too: a flush that commits while the device
+        # row is read would otherwise hide it from both (and replay what the device has).
+        unsaved = self.acks.newest(hello.device_id) if hello.device_id is not None else 0
         device = await svc.store.devices.open(claims.user_id, hello.device_id, hello.client)
         conn.caller = caller_from_claims(claims, device_id=device.id)
         head, pruned = await svc.store.events.positions(claims.user_id)
-        # An ack that arrived on this device's previous socket may not be saved yet.
-        acked_seq = max(device.acked_seq, self.acks.newest(device.id))
+        if device.id != hello.device_id or device.created:
+            unsaved = 0  # not this user's device (or a new one): another device's ack
+        acked_seq = max(device.acked_seq, unsaved, self.acks.newest(device.id))
         start, resync = _resume_point(hello.last_seq, acked_seq, device.created, head, pruned)
         if start > acked_seq:  # resuming after (or resyncing at) start: the device has it
             self.acks.record(claims.user_id, device.id, start)  # else a resume by id replays it

@@ -66,6 +66,9 @@ class EmbeddedPostgres:
             options = f"-k {self.socket_dir} -c listen_addresses=''"
             if self.fast_unsafe:
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                # A test run holds many servers' pools at once (each test server, node
+                # process and benchmark has its own): more than the default 100.
+                options += " -c max_connections=500"
             self._run(
                 "pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60",
                 "-l", str(self.pgdata / "server.log"), "-o", options, "start",

@@ -179,7 +179,7 @@ class SearchStore:
                 (SELECT msg.memory_id, msg.id, ts_rank(msg.search_tsv, q.tq)
                  FROM messages msg JOIN memories m ON m.id = msg.memory_id, q
                  WHERE msg.user_id = $1 AND msg.search_tsv @@ q.tq {msg_where})
-                ORDER BY score DESC, message_id NULLS FIRST LIMIT {w.param(limit)}""",
+                ORDER BY score DESC, message_id NULLS FIRST, memory_id LIMIT {w.param(limit)}""",
             *args,
         )
         return _hits(rows)

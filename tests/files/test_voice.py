@@ -31,8 +31,13 @@ async def fake_openai() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def openai_server(start_server: StartServer, fake_openai: FakeOpenAI) -> RunningServer:
+async def openai_server(
+    start_server: StartServer, fake_openai: FakeOpenAI, own_database: str
+) -> RunningServer:
+    # On a database of its own: a shared server (the local recognizer) would otherwise
+    # take its transcription jobs.
     return await start_server(
+        database_url=own_database,
         transcription_provider="openai",
         openai_api_key="sk-test",
         openai_base_url=fake_openai.url + "/v1",

@@ -12,9 +12,8 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
-from memoryd.storage.database import Database, create_database_if_missing, drop_database
-from memoryd.storage.migrate import migrate
-from tests.conftest import RunningServer, _dsn_with_database
+from memoryd.storage.database import Database
+from tests.conftest import RunningServer
 from tests.helpers import Api, promote
 from tests.search.corpus import DOCS, messages_of
 
@@ -84,15 +83,3 @@ async def embedded(db: Database, user: Api, timeout: float = 30.0) -> None:
     ):
         assert asyncio.get_running_loop().time() < deadline, "embeddings did not catch up"
         await asyncio.sleep(0.05)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def own_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A database of this module's own: its servers' jobs are the only ones that run there
-    (the shared server would otherwise take them with its own embedder)."""
-    name = f"memoryd_search_{uuid.uuid4().hex[:10]}"
-    await create_database_if_missing(admin_dsn, name)
-    dsn = _dsn_with_database(admin_dsn, name)
-    await migrate(dsn)
-    yield dsn
-    await drop_database(admin_dsn, name)
