@@ -98,6 +98,7 @@ class Settings:
     vector_store: str = "auto"  # auto (pinecone when PINECONE_API_KEY, else pgvector) | ...
     search_text_weight: float = 1.0
     search_semantic_weight: float = 1.0
+    search_min_similarity: float | None = None  # None: the embedder's (local 0.1, openai 0.2)
     google_client_id: str | None = None
     google_client_secret: str | None = None
     google_token_url: str = "https://oauth2.googleapis.com/token"
@@ -181,6 +182,7 @@ class Settings:
             vector_store=e.choice("MEMORYD_VECTOR_STORE", VECTOR_STORES, "auto"),
             search_text_weight=e.seconds("MEMORYD_SEARCH_TEXT_WEIGHT", 1.0),
             search_semantic_weight=e.seconds("MEMORYD_SEARCH_SEMANTIC_WEIGHT", 1.0),
+            search_min_similarity=e.fraction("MEMORYD_SEARCH_MIN_SIMILARITY"),
             google_client_id=e.text("GOOGLE_CLIENT_ID"),
             google_client_secret=e.text("GOOGLE_CLIENT_SECRET"),
             google_token_url=e.url("GOOGLE_TOKEN_URL", ("http", "https")) or cls.google_token_url,
@@ -271,6 +273,19 @@ class _Env:
             value = -1.0
         if not 0.05 <= value <= 3600:
             raise ConfigError(f"{name} must be a number from 0.05 to 3600 (got {raw!r})")
+        return value
+
+    def fraction(self, name: str) -> float | None:
+        """A number from 0 to 1, or None when unset."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{name} must be a number from 0 to 1 (got {raw!r})")
         return value
 
     def flag(self, name: str, default: bool) -> bool:

@@ -21,6 +21,14 @@ OPENAI_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3
                      "text-embedding-ada-002": 1536}  # fmt: skip
 
 
+# Semantic hits below this cosine are noise, not meaning. Measured on the local model:
+# a word and a short related text score 0.25-0.6, unrelated short texts mostly under 0.1,
+# and a synonym against a long message (the tests' "fortress" for a castle) just above it
+# (docs/architecture.md §16b). Without a floor the nearest vectors always come back,
+# however far.
+MIN_SIMILARITY = {"local": 0.1, "openai": 0.2}
+
+
 def embedder_for(settings: Settings) -> Embedder | None:
     if settings.embedder == "none":
         return None
@@ -65,6 +73,11 @@ async def open_search(settings: Settings, store: Storage) -> SearchRuntime:
     embedder = embedder_for(settings)
     if embedder is None:
         return runtime
+    runtime.min_similarity = (
+        settings.search_min_similarity
+        if settings.search_min_similarity is not None
+        else MIN_SIMILARITY.get(settings.embedder, 0.0)
+    )
     vectors = await vector_store_for(settings, store)
     if vectors is None:
         await embedder.aclose()

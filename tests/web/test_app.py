@@ -210,6 +210,28 @@ async def test_an_expired_token_is_refreshed_unnoticed(devices: Any, start_web: 
     assert await one.page.locator("#alert").is_hidden()
 
 
+async def test_search_finds_what_was_said_in_a_thread(devices: Any, web_server: WebServer) -> None:
+    user = await web_server.user()
+    trip = await user.post("/api/memories", json={"title": "Lisbon trip"})
+    trip_id = trip.body["memory"]["id"]
+    said = await user.post(
+        f"/api/memories/{trip_id}/messages",
+        json={"content": "we rode tram 28 up to the castle & back"},
+    )
+    await user.post("/api/memories", json={"title": "Groceries"})
+    one = await devices()
+    await one.sign_in(web_server, user)
+    await one.page.get_by_label("Search memories").fill("castle")
+    await one.page.locator("#list-status", has_text="1 found").wait_for()
+    items = one.page.locator(".memory-item")
+    assert await items.count() == 1
+    assert "Lisbon trip" in await items.first.inner_text()
+    snippet = one.page.locator(".memory-snippet")
+    assert await snippet.get_attribute("data-message-id") == said.body["message"]["id"]
+    assert await snippet.locator("mark").inner_text() == "castle"
+    assert "& back" in await snippet.inner_text()  # escaped text comes back as text
+
+
 async def test_phone_layout(devices: Any, web_server: WebServer) -> None:
     user = await web_server.user()
     memory = await user.post("/api/memories", json={"title": "On the go"})

@@ -196,6 +196,7 @@ export class App {
       if (this.query !== query) return; // a newer search is on its way
       for (const m of found) if (!this.memories.has(m.id)) this.memories.set(m.id, m);
       this.searchResults = found.map((m) => m.id);
+      this.searchMatches = new Map(found.map((m) => [m.id, m.matches]));
       $("list-status").textContent = `${found.length} found for “${query}”`;
     } catch (error) {
       $("list-status").textContent = describe(error);
@@ -385,8 +386,16 @@ export class App {
         h("span", { class: "memory-title" }, memory.isFavorite ? "★ " : "", titleOf(memory)),
         unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(unread)) : null,
         h("span", { class: "memory-meta" }, ...meta.flatMap((part, i) => (i ? [" · ", part] : [part]))),
+        this.matchSnippet(memory.id),
       ),
     );
+  }
+
+  // The first matching message of a search hit, its matched words marked.
+  matchSnippet(memoryId) {
+    const match = this.searchResults ? this.searchMatches?.get(memoryId)?.[0] : null;
+    if (!match?.snippet) return null;
+    return h("span", { class: "memory-snippet", dataset: { messageId: match.id } }, ...snippetNodes(match.snippet));
   }
 
   // -- the thread --------------------------------------------------------------------------
@@ -692,4 +701,19 @@ function keyedRender(parent, items) {
     if (parent.children[i] !== next[i]) parent.insertBefore(next[i], parent.children[i] ?? null);
   }
   while (parent.children.length > next.length) parent.lastElementChild.remove();
+}
+
+// A search snippet is HTML-escaped text whose only markup is <mark>…</mark>: turn it into
+// text and <mark> nodes without ever parsing it as HTML.
+const ENTITIES = { "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&#x27;": "'" };
+function snippetNodes(snippet) {
+  const text = (part) => part.replace(/&(amp|lt|gt|quot|#39|#x27);/g, (e) => ENTITIES[e]);
+  let marked = false;
+  const nodes = [];
+  for (const part of snippet.split(/(<mark>|<\/mark>)/)) {
+    if (part === "<mark>") marked = true;
+    else if (part === "</mark>") marked = false;
+    else if (part) nodes.push(marked ? h("mark", {}, text(part)) : text(part));
+  }
+  return nodes;
 }

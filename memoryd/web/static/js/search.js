@@ -1,9 +1,11 @@
-// Memory search, in one place. Today it is the list API's substring match,
-// GET /api/memories?search=. When GET /api/search lands (issue 15), only this function
-// changes: callers need the matching memories, best first.
-export async function searchMemories(client, query, { categoryId, isFavorite } = {}) {
-  const body = await client.api("/api/memories", {
-    query: { search: query, categoryId, isFavorite: isFavorite ? "true" : undefined, limit: 50 },
+// Memory search, in one place: GET /api/search, which looks in what was said in every
+// thread (full text in the user's language, typos tolerated, and by meaning when the
+// server has an embedder). Callers get the matching memories, best first; each carries
+// `matches`, the messages that matched ({id, seq, snippet}), for the list to show.
+export async function searchMemories(client, query, { categoryId, favorites, isFavorite } = {}) {
+  const body = await client.api("/api/search", {
+    query: { q: query, categoryId, limit: 50 },
   });
-  return body.memories;
+  const memories = body.results.map((r) => ({ ...r.memory, matches: r.messages || [] }));
+  return favorites || isFavorite ? memories.filter((m) => m.isFavorite) : memories;
 }
