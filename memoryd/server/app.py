@@ -160,7 +160,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     # The send pipeline's planners, run in this order on every new message.
     services.pipeline.add_planner("whatsapp", whatsapp.plan_outbound)
-    services.pipeline.add_planner("memo", ai_reply.send_planner(services))
+    services.pipeline.add_planner(
+        "memo", ai_reply.send_planner(services), reads=ai_reply.MEMORY_METADATA_KEYS
+    )
     yield
 
 
