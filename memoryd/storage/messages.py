@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ import msgspec
 
 from memoryd.errors import Conflict, NotFound, ValidationFailed
 from memoryd.protocol.models import Deleted, Event, Message
-from memoryd.storage.database import Database
+from memoryd.storage.database import Database, Observe
 from memoryd.storage.events import append_event, event_of
 from memoryd.storage.files import (
     claim_attachments,
@@ -188,9 +189,15 @@ _MESSAGE_KEYS = tuple(
 )
 
 
+def _unobserved(stage: str, seconds: float) -> None:
+    pass
+
+
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Told each stage of a send (the server sets its histogram: `Metrics.send_stage`)
+        self.observe: Observe = _unobserved
 
     async def by_client_msg_id(self, user_id: UUID, client_msg_id: str) -> Message | None:
         row = await self.db.fetchrow(
@@ -235,7 +242,7 @@ class MessageStore:
             if done is not None:
                 return done
         try:
-            async with self.db.transaction() as conn:
+            async with self.db.transaction(self.observe) as conn:
                 row = await conn.fetchrow(_SEND_CONTEXT, user_id, memory_id, new.client_msg_id)
                 assert row is not None
                 if row["earlier"] is not None:
@@ -301,11 +308,16 @@ class MessageStore:
         )  # fmt: skip
         payload = msgspec.Raw(_raw_json(message))
         try:
-            row = await self.db.fetchrow(
-                _SEND_PLAIN, user_id, memory_id, new.client_msg_id, message.id, new.content,
-                new.message_type, new.metadata, new.status, payload,
-                list(plain.metadata_keys), now,
-            )  # fmt: skip
+            t0 = time.perf_counter()
+            async with self.db.pool.acquire() as conn:
+                t1 = time.perf_counter()
+                row = await conn.fetchrow(
+                    _SEND_PLAIN, user_id, memory_id, new.client_msg_id, message.id,
+                    new.content, new.message_type, new.metadata, new.status, payload,
+                    list(plain.metadata_keys), now,
+                )  # fmt: skip
+            self.observe("pool_acquire", t1 - t0)
+            self.observe("statement", time.perf_counter() - t1)
         except asyncpg.UniqueViolationError:
             assert new.client_msg_id is not None  # a concurrent twin committed first
             earlier = await self._replay(user_id, memory_id, new.client_msg_id)

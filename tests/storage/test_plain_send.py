@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from memoryd.errors import Conflict
-from memoryd.storage.database import Database
+from memoryd.storage.database import Database, Observe
 from memoryd.storage.events import EventStore
 from memoryd.storage.memories import MemoryStore
 from memoryd.storage.messages import (
@@ -33,21 +33,18 @@ PLAIN = PlainSend(metadata_keys=("memoAnswers",))
 
 
 class CountingDatabase(Database):
-    """Counts the statements and transactions storage runs."""
+    """Counts the transactions storage opens."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         super().__init__(pool)
-        self.statements = 0
         self.transactions = 0
 
-    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        self.statements += 1
-        return await super().fetchrow(query, *args)
-
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(
+        self, observe: Observe | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
         self.transactions += 1
-        async with super().transaction() as conn:
+        async with super().transaction(observe) as conn:
             yield conn
 
 
@@ -74,17 +71,19 @@ async def test_a_plain_send_is_one_statement_and_no_transaction(
 ) -> None:
     user_id, memory = await _user_and_memory(api, db)
     store = MessageStore(db)
+    stages: list[str] = []
+    store.observe = lambda stage, seconds: stages.append(stage)
     calls: list[SendContext] = []
 
     async def plan(context: SendContext, new: NewMessage) -> SendPlan:
         calls.append(context)
         return SendPlan(new)
 
-    before = (db.statements, db.transactions)
+    before = db.transactions
     message, event = await store.create(
         user_id, memory.id, NewMessage("hi", client_msg_id="c-1"), plan=plan, plain=PLAIN
     )
-    assert (db.statements - before[0], db.transactions - before[1]) == (1, 0)
+    assert (stages, db.transactions) == (["pool_acquire", "statement"], before)
     assert calls == []  # storage needed no planner
     assert event is not None and message.seq == 1 and event.data == message
     (logged,) = await EventStore(db).get_after(user_id, event.seq - 1)
@@ -93,11 +92,11 @@ async def test_a_plain_send_is_one_statement_and_no_transaction(
     assert logged.data["createdAt"].startswith(message.created_at.date().isoformat())
 
     # A replay: the stored message, no seq, no event, no planner, one statement.
-    before = (db.statements, db.transactions)
+    stages.clear()
     again, none = await store.create(
         user_id, memory.id, NewMessage("changed", client_msg_id="c-1"), plan=plan, plain=PLAIN
     )
-    assert (db.statements - before[0], db.transactions - before[1]) == (1, 0)
+    assert (stages, db.transactions) == (["pool_acquire", "statement"], before)
     assert none is None and again == message and calls == []
     other, _ = await MemoryStore(db).create(user_id, {"title": "other"})
     with pytest.raises(Conflict):
@@ -119,11 +118,16 @@ async def test_a_memory_a_planner_reads_takes_the_transaction_path(
         calls.append(context)
         return SendPlan(new)
 
+    store = MessageStore(db)
+    stages: list[str] = []
+    store.observe = lambda stage, seconds: stages.append(stage)
     before = db.transactions
-    message, event = await MessageStore(db).create(
+    message, event = await store.create(
         user_id, memory.id, NewMessage("hi"), plan=plan, plain=PLAIN
     )
     assert db.transactions == before + 1 and event is not None and message.seq == 1
+    # the one statement found the memory not plain and wrote nothing, then the transaction
+    assert stages == ["pool_acquire", "statement", "pool_acquire", "statements", "commit"]
     assert [c.memory_metadata for c in calls] == [metadata]  # planned on the real context
 
 
