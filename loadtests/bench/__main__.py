@@ -18,9 +18,14 @@ Benchmarks (docs/benchmarks.md explains each one):
   and the server's RSS while it flows (it must stay flat).
 
 Everything runs on 127.0.0.1: an embedded PostgreSQL in a temporary directory (or
-``--database-url``), each server under test as its own process pinned to core 0, this
-load generator (and locust) pinned to core 1; PostgreSQL is not pinned. Every loop is
-bounded in count and time.
+``--database-url``), pinned to core 0 (``--postgres-core``: its postmaster and every
+process it forked, all threads, by sched_setaffinity, as ``taskset -a -p -c 0`` would;
+backends forked later inherit it); this load generator (and locust) pinned to core 1.
+Each server under test is its own process: on core 0 for the ephemeral benchmarks (where
+PostgreSQL idles), and on core 1 with the load generator for the durable ones
+(``--durable-server-core``), so PostgreSQL has core 0 to itself both in the anchor and in
+durable ``message.send``. Every loop is bounded in count and time. Each target is printed
+PASS or FAIL at the end.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import uvloop
 
 from loadtests.bench import anchor, fanout, files, idle, report, resume, seed
@@ -46,6 +52,7 @@ from loadtests.bench.common import (
     Memoryd,
     machine,
     pin,
+    pin_postgres,
     postgres,
     provision,
     raise_fd_limit,
@@ -79,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--message-users", type=int, default=300, help="users for message.send")
     g.add_argument("--concurrency", type=int, default=20, help="anchor connections (20)")
     g.add_argument("--anchor-seconds", type=float, default=10.0)
+    g.add_argument(
+        "--fixed-repeats", type=int, default=3, help="fixed-rate steps in a row (noise) (3)"
+    )
+    g = p.add_argument_group("cores")
+    g.add_argument("--postgres-core", type=int, default=0, help="PostgreSQL's core (0)")
+    g.add_argument(
+        "--durable-server-core", type=int, default=1, help="memoryd's core for durable sends (1)"
+    )
     g = p.add_argument_group("idle cost")
     g.add_argument("--sizes", default="1000,10000", help="socket counts (1000,10000)")
     g.add_argument("--idle-rate", type=float, default=2000, help="typing sends/s at each size")
@@ -102,6 +117,7 @@ def _quick(args: argparse.Namespace) -> None:
     args.fixed_rate = args.ramp_start = 40
     args.step_seconds, args.max_steps = 1.0, 2
     args.concurrency, args.anchor_seconds = 2, 1.0
+    args.fixed_repeats = 2
     args.sizes, args.idle_rate = "45,90", 20
     args.resume_events = 2000
     args.stage_scale, args.seed_peak, args.accounts = 0.01, 4, 4
@@ -128,14 +144,20 @@ async def main(args: argparse.Namespace) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
         "machine": machine(),
         "fd_limit": fd_limit,
-        "cores": "server under test pinned to core 0; load generator and locust to core 1; "
-        "PostgreSQL unpinned",
+        "cores": f"PostgreSQL pinned to core {args.postgres_core}; load generator and locust "
+        f"to core 1; server under test on core 0, on core {args.durable_server_core} for "
+        "durable message.send",
         "results": {},
     }
     results = report_data["results"]
     try:
         async with postgres(args.database_url, scratch) as pg:
             report_data["versions"] = versions(pg.version)
+            # Only the PostgreSQL this run started: a --database-url one may serve others.
+            pinned = [] if args.database_url else await _pin_postgres(pg.dsn, args.postgres_core)
+            report_data["postgres_pinned_pids"] = len(pinned)
+            if not pinned:
+                report_data["cores"] += " (PostgreSQL not pinned: --database-url or one core)"
             md = Memoryd(pg, scratch)
             _log(f"PostgreSQL {pg.version}; scratch {scratch}; fd limit {fd_limit}")
             if "anchor" in only or "fanout" in only:
@@ -162,7 +184,19 @@ async def main(args: argparse.Namespace) -> int:
     if args.plot:
         report.plot(results, args.plot)
     print(table)
+    for t in report_data["targets"]:
+        verdict = {True: "PASS", False: "FAIL", None: "N/A "}[t["met"]]
+        print(f"{verdict}  {t['target']}: {t['value']} (bar {t['bar']})")
     return 0
+
+
+async def _pin_postgres(dsn: str, core: int) -> list[int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    finally:
+        await conn.close()
+    return pin_postgres(backend, core)
 
 
 async def _anchor_and_fanout(
@@ -183,10 +217,11 @@ async def _anchor_and_fanout(
             "content": fanout.CONTENT,
         }
         raw = await anchor.raw(md.pg.dsn, pairs, **kw)
+        one = await anchor.raw_one_statement(md.pg.dsn, pairs, **kw)
         layer = await anchor.storage_layer(md.pg.dsn, pairs, **kw)
-        for r in (raw, layer):
+        for r in (raw, one, layer):
             _log(f"  {r['kind']}: {r['tps']:.0f} tx/s, p99 {r['latency_ms']['p99']:.1f} ms")
-        results["anchor"] = {"asyncpg": raw, "storage_layer": layer}
+        results["anchor"] = {"asyncpg": raw, "asyncpg_one_statement": one, "storage_layer": layer}
         anchor_tps = raw["tps"]
     if "fanout" not in only:
         return
@@ -207,7 +242,7 @@ async def _anchor_and_fanout(
             finally:
                 await fanout.teardown(pop)
     results["fanout_typing"] = out
-    server = md.server()
+    server = md.server(core=args.durable_server_core)
     async with running(server):
         _log(f"durable message.send: memoryd, {msg_users} users x 3 devices")
         pop = await fanout.populate(
@@ -218,7 +253,8 @@ async def _anchor_and_fanout(
             half = (anchor_tps or args.ramp_start / 10) / 2
             durable = await fanout.ramp(
                 pop, "message", fixed_rate=half, start=half, factor=args.ramp_factor,
-                duration=args.step_seconds, max_steps=args.max_steps, log=_log,
+                duration=args.step_seconds, max_steps=args.max_steps,
+                repeats=args.fixed_repeats, log=_log,
             )  # fmt: skip
             durable["half_anchor_rate"] = half
             results["fanout_message"] = durable

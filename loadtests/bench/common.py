@@ -141,6 +141,34 @@ def pin(pid: int, core: int | None) -> None:
         os.sched_setaffinity(pid, {core % (os.cpu_count() or 1)})
 
 
+def pin_postgres(backend_pid: int, core: int | None) -> list[int]:
+    """Pin a local PostgreSQL to one core: its postmaster (the parent of ``backend_pid``,
+    any backend's ``pg_backend_pid()``) and every process it has forked, each with all its
+    threads; backends forked later inherit the postmaster's affinity. The same as
+    ``taskset -a -p -c <core> <pid>`` on the postmaster and each child. Returns the pids
+    pinned (none when PostgreSQL is not local or the machine has one core)."""
+    if core is None or (os.cpu_count() or 1) < 2:
+        return []
+    try:
+        stat = Path(f"/proc/{backend_pid}/stat").read_text()
+    except OSError:
+        return []  # not on this machine (--database-url elsewhere)
+    postmaster = int(stat.rsplit(")", 1)[1].split()[1])
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:
+                    pids.append(int(entry.name))
+    cpu = {core % (os.cpu_count() or 1)}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                os.sched_setaffinity(int(task.name), cpu)
+    return pids
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))

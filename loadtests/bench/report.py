@@ -46,18 +46,45 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(
             "durable message.send vs storage anchor",
             None if ratio is None else round(ratio, 2),
-            ">= 0.5x",
-            None if ratio is None else ratio >= 0.5,
+            ">= 0.8x",
+            None if ratio is None else ratio >= 0.8,
             f"{sends:.0f} sends/s vs {anchor_tps or 0:.0f} tx/s",
         )
-        p99 = durable["fixed"]["latency_ms"]["p99"]
-        delivered = durable["fixed"]["delivery_ratio"]
+        # Every fixed step at half the anchor's rate must pass: the worst one is the figure.
+        repeats = durable.get("fixed_repeats") or [durable["fixed"]]
+        p99s = [r["latency_ms"]["p99"] for r in repeats]
+        delivered = min(r["delivery_ratio"] for r in repeats)
         add(
             "message.send p99 send->delivered at half the anchor rate",
+            round(max(p99s), 1),
+            "< 50 ms in every fixed step",
+            max(p99s) < 50 and delivered >= 0.99,
+            f"{durable['half_anchor_rate']:.0f} sends/s, {len(p99s)} steps, p99s "
+            + ", ".join(f"{p:.1f}" for p in p99s)
+            + f" ms, {100 * delivered:.1f}% delivered",
+        )
+        cpus = sorted(
+            r["server_cpu_us_per_delivery"] for r in repeats if r["server_cpu_us_per_delivery"]
+        )
+        cpu = cpus[len(cpus) // 2] if cpus else None
+        add(
+            "server CPU per durable delivery (median fixed step)",
+            None if cpu is None else round(cpu, 1),
+            "<= 150 us",
+            None if cpu is None else cpu <= 150,
+            "spread " + "-".join(f"{c:.0f}" for c in (cpus[:1] + cpus[-1:])) + " us"
+            if cpus
+            else "",
+        )
+    multi = results.get("multinode")
+    if multi is not None:
+        p99 = multi["p99_ms"]
+        add(
+            "durable message.send p99 at 2 nodes with Redis",
             round(p99, 1),
             "< 50 ms",
-            p99 < 50 and delivered >= 0.99,
-            f"{durable['half_anchor_rate']:.0f} sends/s, {100 * delivered:.1f}% delivered",
+            p99 < 50 and multi["delivery_ratio"] >= 0.99,
+            f"{multi['rate']:.0f} sends/s, {100 * multi['delivery_ratio']:.1f}% delivered",
         )
     idle = results.get("idle")
     if idle is not None and idle["points"]:
@@ -151,11 +178,19 @@ def markdown(report: dict[str, Any]) -> str:
             "| server CPU us/delivery | fixed-rate p50 / p95 / p99 ms | client CPU |",
             "|---|---|---|---|---|---|---|",
         ]
+        noise_lines: list[str] = []
         rows = [(f"{k} typing", v) for k, v in typing.items()]
         if durable:
             rows.append(("memoryd message.send", durable))
         for name, v in rows:
             best = v["sustained_step"]
+            if v.get("noise", {}).get("steps", 1) > 1:
+                n = v["noise"]
+                noise_lines.append(
+                    f"- {name}: {n['steps']} fixed steps in a row, p50 {n['p50_ms']} ms, "
+                    f"p99 {n['p99_ms']} ms, deliveries/s {n['deliveries_per_s']}, server "
+                    f"CPU {n['server_cpu_us_per_delivery']} us/delivery (min, max)"
+                )
             lines.append(
                 f"| {name} | {v['sockets']} | {v['sustained_deliveries_per_s']:.0f} | "
                 + (
@@ -167,6 +202,8 @@ def markdown(report: dict[str, Any]) -> str:
                 + (f"{100 * best['client_cpu_util']:.0f}% |" if best else "- |")
             )
         lines.append("")
+        if noise_lines:
+            lines += ["Noise of this run (the spread of repeated steps):", "", *noise_lines, ""]
     anchor = r.get("anchor")
     if anchor:
         lines += ["| storage anchor | transactions/s | p50 / p95 / p99 ms |", "|---|---|---|"]
