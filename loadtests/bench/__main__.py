@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--fixed-repeats", type=int, default=3, help="fixed-rate steps in a row (noise) (3)"
     )
+    g.add_argument(
+        "--no-before",
+        action="store_true",
+        help="skip the fixed steps of durable sends on the transaction path "
+        "(MEMORYD_SEND_ONE_STATEMENT=off), the 'before' of the one-statement send",
+    )
     g = p.add_argument_group("cores")
     g.add_argument("--postgres-core", type=int, default=0, help="PostgreSQL's core (0)")
     g.add_argument(
@@ -203,7 +209,10 @@ async def _anchor_and_fanout(
     args: argparse.Namespace, md: Memoryd, only: list[str], results: dict[str, Any]
 ) -> None:
     msg_users = min(args.message_users, MAX_USERS)
-    need = max(args.users if "fanout" in only else 0, msg_users)
+    # The transaction-path ("before") steps get users of their own: the bench's
+    # clientMsgIds (b<n>) repeat from one population to the next.
+    before_users = msg_users if "fanout" in only and not args.no_before else 0
+    need = max(args.users if "fanout" in only else 0, msg_users + before_users)
     _log(f"provisioning {need} users")
     accounts = await provision(md.pg.dsn, md.tokens, need)
     anchor_tps = None
@@ -242,6 +251,28 @@ async def _anchor_and_fanout(
             finally:
                 await fanout.teardown(pop)
     results["fanout_typing"] = out
+    half = (anchor_tps or args.ramp_start / 10) / 2
+    if not args.no_before:
+        # Before: the same fixed steps with every send on the transaction path.
+        server = md.server(
+            "memoryd-tx-path", core=args.durable_server_core, MEMORYD_SEND_ONE_STATEMENT="off"
+        )
+        async with running(server):
+            _log(f"durable message.send on the transaction path: {msg_users} users x 3 devices")
+            pop = await fanout.populate(
+                "memoryd", server, msg_users, codec=args.codec,
+                accounts=accounts[msg_users : 2 * msg_users],
+            )  # fmt: skip
+            try:
+                await fanout.create_memories(pop)
+                before = await fanout.ramp(
+                    pop, "message", fixed_rate=half, start=half, duration=args.step_seconds,
+                    max_steps=0, repeats=args.fixed_repeats, log=_log,
+                )  # fmt: skip
+                before["half_anchor_rate"] = half
+                results["fanout_message_transaction_path"] = before
+            finally:
+                await fanout.teardown(pop)
     server = md.server(core=args.durable_server_core)
     async with running(server):
         _log(f"durable message.send: memoryd, {msg_users} users x 3 devices")
@@ -250,7 +281,6 @@ async def _anchor_and_fanout(
         )
         try:
             await fanout.create_memories(pop)
-            half = (anchor_tps or args.ramp_start / 10) / 2
             durable = await fanout.ramp(
                 pop, "message", fixed_rate=half, start=half, factor=args.ramp_factor,
                 duration=args.step_seconds, max_steps=args.max_steps,

@@ -180,6 +180,9 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         noise_lines: list[str] = []
         rows = [(f"{k} typing", v) for k, v in typing.items()]
+        before = r.get("fanout_message_transaction_path")
+        if before:
+            rows.append(("memoryd message.send, transaction path (before)", before))
         if durable:
             rows.append(("memoryd message.send", durable))
         for name, v in rows:
