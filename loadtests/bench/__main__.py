@@ -58,12 +58,15 @@ from loadtests.bench.common import (
     raise_fd_limit,
     relay_server,
     running,
+    scrape_histograms,
     versions,
     workdir,
 )
 
 ALL = ("anchor", "fanout", "idle", "resume", "seed", "files")
 PEERS = ("memoryd", "ws-relay", "socketio")
+# The server's histograms read after the durable steps (its stages, its GC pauses).
+_HISTOGRAMS = ("memoryd_send_stage_seconds", "memoryd_gc_pause_seconds")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -270,6 +273,7 @@ async def _anchor_and_fanout(
                     max_steps=0, repeats=args.fixed_repeats, log=_log,
                 )  # fmt: skip
                 before["half_anchor_rate"] = half
+                before["server_histograms"] = await scrape_histograms(server, _HISTOGRAMS)
                 results["fanout_message_transaction_path"] = before
             finally:
                 await fanout.teardown(pop)
@@ -287,6 +291,7 @@ async def _anchor_and_fanout(
                 repeats=args.fixed_repeats, log=_log,
             )  # fmt: skip
             durable["half_anchor_rate"] = half
+            durable["server_histograms"] = await scrape_histograms(server, _HISTOGRAMS)
             results["fanout_message"] = durable
         finally:
             await fanout.teardown(pop)

@@ -207,6 +207,28 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
         if noise_lines:
             lines += ["Noise of this run (the spread of repeated steps):", "", *noise_lines, ""]
+    measured = [
+        (name, v)
+        for name, v in (
+            ("transaction path (before)", r.get("fanout_message_transaction_path")),
+            ("one statement", durable),
+        )
+        if v and v.get("server_histograms")
+    ]
+    if measured:
+        lines += [
+            "| server histogram (whole durable run) | count | p50 <= ms | p99 <= ms |",
+            "|---|---|---|---|",
+        ]
+        for name, v in measured:
+            for key, h in sorted(v["server_histograms"].items()):
+                metric, _, value = key.partition(":")
+                what = "stage" if "stage" in metric else "GC generation"
+                lines.append(
+                    f"| {name}: {what} {value} | {h['count']} | {h['p50_ms_le']:g} | "
+                    f"{h['p99_ms_le']:g} |"
+                )
+        lines.append("")
     anchor = r.get("anchor")
     if anchor:
         lines += ["| storage anchor | transactions/s | p50 / p95 / p99 ms |", "|---|---|---|"]

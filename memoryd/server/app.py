@@ -165,7 +165,11 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     services.pipeline.add_planner(
         "memo", ai_reply.send_planner(services), reads=ai_reply.MEMORY_METADATA_KEYS
     )
-    yield
+    gc_timing = app[METRICS].time_gc()  # memoryd_gc_pause_seconds
+    try:
+        yield
+    finally:
+        gc_timing.stop()
 
 
 async def _fanout_ctx(app: web.Application) -> AsyncIterator[None]:
