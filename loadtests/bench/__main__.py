@@ -44,7 +44,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from loadtests.bench import anchor, fanout, files, idle, report, resume, seed
+from loadtests.bench import anchor, fanout, files, idle, pgwaits, report, resume, seed
 from loadtests.bench.common import (
     MAX_SOCKETS,
     MAX_USERS,
@@ -268,10 +268,14 @@ async def _anchor_and_fanout(
             )  # fmt: skip
             try:
                 await fanout.create_memories(pop)
-                before = await fanout.ramp(
-                    pop, "message", fixed_rate=half, start=half, duration=args.step_seconds,
-                    max_steps=0, repeats=args.fixed_repeats, log=_log,
-                )  # fmt: skip
+                waits: dict[str, Any] = {}
+                async with pgwaits.sampled(md.pg.dsn, waits):
+                    before = await fanout.ramp(
+                        pop, "message", fixed_rate=half, start=half,
+                        duration=args.step_seconds, max_steps=0, repeats=args.fixed_repeats,
+                        log=_log,
+                    )  # fmt: skip
+                before["postgres_waits"] = waits
                 before["half_anchor_rate"] = half
                 before["server_histograms"] = await scrape_histograms(server, _HISTOGRAMS)
                 results["fanout_message_transaction_path"] = before
@@ -285,11 +289,14 @@ async def _anchor_and_fanout(
         )
         try:
             await fanout.create_memories(pop)
-            durable = await fanout.ramp(
-                pop, "message", fixed_rate=half, start=half, factor=args.ramp_factor,
-                duration=args.step_seconds, max_steps=args.max_steps,
-                repeats=args.fixed_repeats, log=_log,
-            )  # fmt: skip
+            waits = {}
+            async with pgwaits.sampled(md.pg.dsn, waits):
+                durable = await fanout.ramp(
+                    pop, "message", fixed_rate=half, start=half, factor=args.ramp_factor,
+                    duration=args.step_seconds, max_steps=args.max_steps,
+                    repeats=args.fixed_repeats, log=_log,
+                )  # fmt: skip
+            durable["postgres_waits"] = waits
             durable["half_anchor_rate"] = half
             durable["server_histograms"] = await scrape_histograms(server, _HISTOGRAMS)
             results["fanout_message"] = durable

@@ -229,6 +229,17 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{h['p99_ms_le']:g} |"
                 )
         lines.append("")
+    for name, v in measured:
+        waits = v.get("postgres_waits")
+        if waits and waits.get("samples"):
+            states = ", ".join(f"{k} {c}" for k, c in waits["backend_states"].items())
+            during = ", ".join(f"{k} {c}" for k, c in waits.get("during", {}).items())
+            lines.append(
+                f"- PostgreSQL, {name}: memoryd's backends over {waits['samples']} samples: "
+                f"{states}; during the phase: {during or 'n/a'}"
+            )
+    if measured:
+        lines.append("")
     anchor = r.get("anchor")
     if anchor:
         lines += ["| storage anchor | transactions/s | p50 / p95 / p99 ms |", "|---|---|---|"]
