@@ -76,16 +76,6 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             if cpus
             else "",
         )
-    multi = results.get("multinode")
-    if multi is not None:
-        p99 = multi["p99_ms"]
-        add(
-            "durable message.send p99 at 2 nodes with Redis",
-            round(p99, 1),
-            "< 50 ms",
-            p99 < 50 and multi["delivery_ratio"] >= 0.99,
-            f"{multi['rate']:.0f} sends/s, {100 * multi['delivery_ratio']:.1f}% delivered",
-        )
     idle = results.get("idle")
     if idle is not None and idle["points"]:
         last = idle["points"][-1]
