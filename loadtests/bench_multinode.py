@@ -405,6 +405,27 @@ def markdown(phases: list[Phase]) -> str:
     return "\n".join(lines)
 
 
+# The durable-send target at 2 nodes (issue 14): p99 send -> delivered on every device,
+# nothing missing or duplicated.
+P99_TARGET_MS = 50.0
+
+
+def targets(phases: list[Phase]) -> list[str]:
+    """``PASS``/``FAIL`` lines for the phases with 2 nodes."""
+    out = []
+    for p in phases:
+        if p.nodes != 2:
+            continue
+        p99 = p.latency_ms.get("p99", float("inf"))
+        ok = p99 < P99_TARGET_MS and not (p.missing or p.duplicates or p.send_errors)
+        out.append(
+            f"{'PASS' if ok else 'FAIL'}  durable message.send p99 send->delivered at 2 nodes "
+            f"with Redis: {p99} ms at {p.rate:g} msg/s (bar < {P99_TARGET_MS:g} ms, none "
+            "missing or duplicated)"
+        )
+    return out
+
+
 def make_workdir() -> Path:
     workdir = Path(tempfile.mkdtemp(prefix="memoryd-bench-"))
     workdir.chmod(0o755)  # the embedded PostgreSQL may run as an unprivileged user
@@ -465,6 +486,8 @@ async def main(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(markdown(phases))
+    for target in targets(phases):
+        print(target)
     if args.json:
         write_json(args.json, report)
         print(f"\nJSON written to {args.json}", file=sys.stderr)

@@ -20,9 +20,14 @@ Benchmarks (docs/benchmarks.md explains each one):
   with 100k messages among 1M, and indexing throughput (``loadtests/bench/search.py``).
 
 Everything runs on 127.0.0.1: an embedded PostgreSQL in a temporary directory (or
-``--database-url``), each server under test as its own process pinned to core 0, this
-load generator (and locust) pinned to core 1; PostgreSQL is not pinned. Every loop is
-bounded in count and time.
+``--database-url``), pinned to core 0 (``--postgres-core``: its postmaster and every
+process it forked, all threads, by sched_setaffinity, as ``taskset -a -p -c 0`` would;
+backends forked later inherit it); this load generator (and locust) pinned to core 1.
+Each server under test is its own process: on core 0 for the ephemeral benchmarks (where
+PostgreSQL idles), and on core 1 with the load generator for the durable ones
+(``--durable-server-core``), so PostgreSQL has core 0 to itself both in the anchor and in
+durable ``message.send``. Every loop is bounded in count and time. Each target is printed
+PASS or FAIL at the end.
 """
 
 from __future__ import annotations
@@ -38,9 +43,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import uvloop
 
-from loadtests.bench import anchor, fanout, files, idle, report, resume, seed
+from loadtests.bench import anchor, fanout, files, idle, pgwaits, report, resume, seed
 from loadtests.bench import search as search_bench
 from loadtests.bench.common import (
     MAX_SOCKETS,
@@ -49,17 +55,21 @@ from loadtests.bench.common import (
     Memoryd,
     machine,
     pin,
+    pin_postgres,
     postgres,
     provision,
     raise_fd_limit,
     relay_server,
     running,
+    scrape_histograms,
     versions,
     workdir,
 )
 
 ALL = ("anchor", "fanout", "idle", "resume", "seed", "files", "search")
 PEERS = ("memoryd", "ws-relay", "socketio")
+# The server's histograms read after the durable steps (its stages, its GC pauses).
+_HISTOGRAMS = ("memoryd_send_stage_seconds", "memoryd_gc_pause_seconds")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +92,20 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--message-users", type=int, default=300, help="users for message.send")
     g.add_argument("--concurrency", type=int, default=20, help="anchor connections (20)")
     g.add_argument("--anchor-seconds", type=float, default=10.0)
+    g.add_argument(
+        "--fixed-repeats", type=int, default=3, help="fixed-rate steps in a row (noise) (3)"
+    )
+    g.add_argument(
+        "--no-before",
+        action="store_true",
+        help="skip the fixed steps of durable sends on the transaction path "
+        "(MEMORYD_SEND_ONE_STATEMENT=off), the 'before' of the one-statement send",
+    )
+    g = p.add_argument_group("cores")
+    g.add_argument("--postgres-core", type=int, default=0, help="PostgreSQL's core (0)")
+    g.add_argument(
+        "--durable-server-core", type=int, default=1, help="memoryd's core for durable sends (1)"
+    )
     g = p.add_argument_group("idle cost")
     g.add_argument("--sizes", default="1000,10000", help="socket counts (1000,10000)")
     g.add_argument("--idle-rate", type=float, default=2000, help="typing sends/s at each size")
@@ -116,6 +140,7 @@ def _quick(args: argparse.Namespace) -> None:
     args.fixed_rate = args.ramp_start = 40
     args.step_seconds, args.max_steps = 1.0, 2
     args.concurrency, args.anchor_seconds = 2, 1.0
+    args.fixed_repeats = 2
     args.sizes, args.idle_rate = "45,90", 20
     args.resume_events = 2000
     args.stage_scale, args.seed_peak, args.accounts = 0.01, 4, 4
@@ -144,14 +169,20 @@ async def main(args: argparse.Namespace) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
         "machine": machine(),
         "fd_limit": fd_limit,
-        "cores": "server under test pinned to core 0; load generator and locust to core 1; "
-        "PostgreSQL unpinned",
+        "cores": f"PostgreSQL pinned to core {args.postgres_core}; load generator and locust "
+        f"to core 1; server under test on core 0, on core {args.durable_server_core} for "
+        "durable message.send",
         "results": {},
     }
     results = report_data["results"]
     try:
         async with postgres(args.database_url, scratch) as pg:
             report_data["versions"] = versions(pg.version)
+            # Only the PostgreSQL this run started: a --database-url one may serve others.
+            pinned = [] if args.database_url else await _pin_postgres(pg.dsn, args.postgres_core)
+            report_data["postgres_pinned_pids"] = len(pinned)
+            if not pinned:
+                report_data["cores"] += " (PostgreSQL not pinned: --database-url or one core)"
             md = Memoryd(pg, scratch)
             _log(f"PostgreSQL {pg.version}; scratch {scratch}; fd limit {fd_limit}")
             if "anchor" in only or "fanout" in only:
@@ -185,14 +216,29 @@ async def main(args: argparse.Namespace) -> int:
     if args.plot:
         report.plot(results, args.plot)
     print(table)
+    for t in report_data["targets"]:
+        verdict = {True: "PASS", False: "FAIL", None: "N/A "}[t["met"]]
+        print(f"{verdict}  {t['target']}: {t['value']} (bar {t['bar']})")
     return 0
+
+
+async def _pin_postgres(dsn: str, core: int) -> list[int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    finally:
+        await conn.close()
+    return pin_postgres(backend, core)
 
 
 async def _anchor_and_fanout(
     args: argparse.Namespace, md: Memoryd, only: list[str], results: dict[str, Any]
 ) -> None:
     msg_users = min(args.message_users, MAX_USERS)
-    need = max(args.users if "fanout" in only else 0, msg_users)
+    # The transaction-path ("before") steps get users of their own: the bench's
+    # clientMsgIds (b<n>) repeat from one population to the next.
+    before_users = msg_users if "fanout" in only and not args.no_before else 0
+    need = max(args.users if "fanout" in only else 0, msg_users + before_users)
     _log(f"provisioning {need} users")
     accounts = await provision(md.pg.dsn, md.tokens, need)
     anchor_tps = None
@@ -206,10 +252,11 @@ async def _anchor_and_fanout(
             "content": fanout.CONTENT,
         }
         raw = await anchor.raw(md.pg.dsn, pairs, **kw)
+        one = await anchor.raw_one_statement(md.pg.dsn, pairs, **kw)
         layer = await anchor.storage_layer(md.pg.dsn, pairs, **kw)
-        for r in (raw, layer):
+        for r in (raw, one, layer):
             _log(f"  {r['kind']}: {r['tps']:.0f} tx/s, p99 {r['latency_ms']['p99']:.1f} ms")
-        results["anchor"] = {"asyncpg": raw, "storage_layer": layer}
+        results["anchor"] = {"asyncpg": raw, "asyncpg_one_statement": one, "storage_layer": layer}
         anchor_tps = raw["tps"]
     if "fanout" not in only:
         return
@@ -230,7 +277,34 @@ async def _anchor_and_fanout(
             finally:
                 await fanout.teardown(pop)
     results["fanout_typing"] = out
-    server = md.server()
+    half = (anchor_tps or args.ramp_start / 10) / 2
+    if not args.no_before:
+        # Before: the same fixed steps with every send on the transaction path.
+        server = md.server(
+            "memoryd-tx-path", core=args.durable_server_core, MEMORYD_SEND_ONE_STATEMENT="off"
+        )
+        async with running(server):
+            _log(f"durable message.send on the transaction path: {msg_users} users x 3 devices")
+            pop = await fanout.populate(
+                "memoryd", server, msg_users, codec=args.codec,
+                accounts=accounts[msg_users : 2 * msg_users],
+            )  # fmt: skip
+            try:
+                await fanout.create_memories(pop)
+                waits: dict[str, Any] = {}
+                async with pgwaits.sampled(md.pg.dsn, waits):
+                    before = await fanout.ramp(
+                        pop, "message", fixed_rate=half, start=half,
+                        duration=args.step_seconds, max_steps=0, repeats=args.fixed_repeats,
+                        log=_log,
+                    )  # fmt: skip
+                before["postgres_waits"] = waits
+                before["half_anchor_rate"] = half
+                before["server_histograms"] = await scrape_histograms(server, _HISTOGRAMS)
+                results["fanout_message_transaction_path"] = before
+            finally:
+                await fanout.teardown(pop)
+    server = md.server(core=args.durable_server_core)
     async with running(server):
         _log(f"durable message.send: memoryd, {msg_users} users x 3 devices")
         pop = await fanout.populate(
@@ -238,12 +312,16 @@ async def _anchor_and_fanout(
         )
         try:
             await fanout.create_memories(pop)
-            half = (anchor_tps or args.ramp_start / 10) / 2
-            durable = await fanout.ramp(
-                pop, "message", fixed_rate=half, start=half, factor=args.ramp_factor,
-                duration=args.step_seconds, max_steps=args.max_steps, log=_log,
-            )  # fmt: skip
+            waits = {}
+            async with pgwaits.sampled(md.pg.dsn, waits):
+                durable = await fanout.ramp(
+                    pop, "message", fixed_rate=half, start=half, factor=args.ramp_factor,
+                    duration=args.step_seconds, max_steps=args.max_steps,
+                    repeats=args.fixed_repeats, log=_log,
+                )  # fmt: skip
+            durable["postgres_waits"] = waits
             durable["half_anchor_rate"] = half
+            durable["server_histograms"] = await scrape_histograms(server, _HISTOGRAMS)
             results["fanout_message"] = durable
         finally:
             await fanout.teardown(pop)

@@ -7,8 +7,13 @@ list are imported from memoryd's storage layer so they cannot drift). ``--concur
 connections (memoryd's pool size) run closed loops, each on users of its own, so no two
 writers queue on one user's row lock; memoryd's senders are spread over users the same way.
 
-A second line runs `MessageStore.create` itself through memoryd's pool, in this process,
-to show what the storage layer's Python adds to the bare statements.
+The ``asyncpg`` line keeps that transaction shape (three statements between BEGIN and
+COMMIT, five round trips), as it had before the one-statement send, so the ratio of
+memoryd to it stays comparable across changes. A second raw line, ``asyncpg one
+statement``, runs memoryd's one-statement send (`_SEND_PLAIN`, imported) on plain
+connections: the best asyncpg can do with that shape. A third runs `MessageStore.create`
+itself (with the plain-send path a server uses for these memories) through memoryd's
+pool, in this process, to show what the storage layer's Python adds.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from loadtests.bench.common import Account, percentiles
+from memoryd.handlers.memo.reply import MEMORY_METADATA_KEYS
 from memoryd.storage.database import Database
 from memoryd.storage.events import _APPEND
 from memoryd.storage.memories import MemoryStore
-from memoryd.storage.messages import MessageStore, NewMessage
+from memoryd.storage.messages import _SEND_PLAIN, MessageStore, NewMessage, PlainSend
 from memoryd.storage.rows import MESSAGE_COLUMNS
 
 _SEQ = """UPDATE memories SET last_message_seq = last_message_seq + 1,
@@ -118,6 +125,66 @@ async def raw(
     }
 
 
+async def raw_one_statement(
+    dsn: str,
+    pairs: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    *,
+    concurrency: int,
+    duration: float,
+    content: str,
+) -> dict[str, Any]:
+    """Closed loops of memoryd's one-statement send on plain asyncpg connections, the
+    event payload encoded by the application as memoryd does."""
+    conns = [await asyncpg.connect(dsn) for _ in range(concurrency)]
+    for c in conns:
+        await _init(c)
+    latencies: list[float] = []
+    done = 0
+    stop_at = time.perf_counter() + duration
+    run = uuid.uuid4().hex[:8]
+    keys = list(MEMORY_METADATA_KEYS)
+
+    async def worker(w: int, conn: asyncpg.Connection) -> None:
+        nonlocal done
+        mine = pairs[w::concurrency] or pairs
+        i = 0
+        while time.perf_counter() < stop_at:
+            user_id, memory_id = mine[i % len(mine)]
+            cid = f"o-{run}-{w}-{i}"
+            i += 1
+            t0 = time.perf_counter()
+            now = datetime.now(UTC)
+            message_id = uuid.uuid4()
+            payload = _encode(
+                {"id": message_id, "memoryId": memory_id, "userId": user_id, "seq": 0,
+                 "clientMsgId": cid, "content": content, "messageType": "text",
+                 "metadata": None, "attachments": [], "files": [], "isAiGenerated": False,
+                 "parentId": None, "status": "sent", "createdAt": now, "updatedAt": now}
+            ).decode()  # fmt: skip
+            row = await conn.fetchrow(
+                _SEND_PLAIN, user_id, memory_id, cid, message_id, content, "text", None,
+                "sent", payload, keys, now,
+            )  # fmt: skip
+            assert row is not None and row["message_seq"] is not None
+            latencies.append(time.perf_counter() - t0)
+            done += 1
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(w, c) for w, c in enumerate(conns)))
+    finally:
+        for c in conns:
+            await c.close()
+    elapsed = time.perf_counter() - t0
+    return {
+        "kind": "asyncpg one statement",
+        "concurrency": concurrency,
+        "transactions": done,
+        "tps": done / elapsed,
+        "latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()},
+    }
+
+
 async def storage_layer(
     dsn: str,
     pairs: Sequence[tuple[uuid.UUID, uuid.UUID]],
@@ -129,6 +196,7 @@ async def storage_layer(
     """The same closed loops through `MessageStore.create` and memoryd's pool."""
     db = await Database.connect(dsn, min_size=concurrency, max_size=concurrency)
     store = MessageStore(db)
+    plain = PlainSend(metadata_keys=MEMORY_METADATA_KEYS)  # what a server passes
     latencies: list[float] = []
     done = 0
     stop_at = time.perf_counter() + duration
@@ -143,7 +211,7 @@ async def storage_layer(
             new = NewMessage(content=content, client_msg_id=f"s-{run}-{w}-{i}")
             i += 1
             t0 = time.perf_counter()
-            await store.create(user_id, memory_id, new)
+            await store.create(user_id, memory_id, new, plain=plain)
             latencies.append(time.perf_counter() - t0)
             done += 1
 

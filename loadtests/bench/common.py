@@ -141,6 +141,34 @@ def pin(pid: int, core: int | None) -> None:
         os.sched_setaffinity(pid, {core % (os.cpu_count() or 1)})
 
 
+def pin_postgres(backend_pid: int, core: int | None) -> list[int]:
+    """Pin a local PostgreSQL to one core: its postmaster (the parent of ``backend_pid``,
+    any backend's ``pg_backend_pid()``) and every process it has forked, each with all its
+    threads; backends forked later inherit the postmaster's affinity. The same as
+    ``taskset -a -p -c <core> <pid>`` on the postmaster and each child. Returns the pids
+    pinned (none when PostgreSQL is not local or the machine has one core)."""
+    if core is None or (os.cpu_count() or 1) < 2:
+        return []
+    try:
+        stat = Path(f"/proc/{backend_pid}/stat").read_text()
+    except OSError:
+        return []  # not on this machine (--database-url elsewhere)
+    postmaster = int(stat.rsplit(")", 1)[1].split()[1])
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:
+                    pids.append(int(entry.name))
+    cpu = {core % (os.cpu_count() or 1)}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                os.sched_setaffinity(int(task.name), cpu)
+    return pids
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -460,4 +488,42 @@ def percentiles(
     n = len(ordered)
     out = {f"p{p:g}": ordered[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))] for p in points}
     out["max"] = ordered[-1]
+    return out
+
+
+# -- the server's own histograms ------------------------------------------------------------
+
+
+async def scrape_histograms(
+    server: ServerProcess, names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """p50/p99 (bucket upper bounds) and counts of the server's Prometheus histograms
+    ``names``, per value of their one label (a send's stage, a GC generation), keyed
+    ``name:value``. Counted since the server started (warm-up included)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
+        text = await resp.text()
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for line in text.splitlines():
+        for name in names:
+            if not line.startswith(f"{name}_bucket{{"):
+                continue
+            labels, value = line[len(name) + 8 :].rsplit("} ", 1)
+            parts = dict(p.split("=", 1) for p in labels.split(","))
+            key = next((v.strip('"') for k, v in parts.items() if k != "le"), "")
+            le = parts["le"].strip('"')
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets.setdefault(f"{name}:{key}", []).append((bound, float(value)))
+    out: dict[str, dict[str, Any]] = {}
+    for key, points in buckets.items():
+        points.sort()
+        count = points[-1][1]
+        if not count:
+            continue
+
+        def quantile(
+            q: float, points: list[tuple[float, float]] = points, n: float = count
+        ) -> float:
+            return next(b for b, c in points if c >= q * n) * 1000
+
+        out[key] = {"count": int(count), "p50_ms_le": quantile(0.5), "p99_ms_le": quantile(0.99)}
     return out

@@ -198,6 +198,7 @@ async def ramp(
     factor: float = 1.4,
     duration: float = 5.0,
     max_steps: int = 12,
+    repeats: int = 1,
     log: Any = print,
 ) -> dict[str, Any]:
     """A warm-up, the fixed offered rate, then rising rates until p99 > 100 ms or delivery
@@ -207,8 +208,12 @@ async def ramp(
     # Not measured: fills the pool's prepared statements, caches and allocator arenas,
     # which would otherwise land in the fixed step's tail.
     await step(pop, mode, fixed_rate / 2, min(duration, 2.0))
-    fixed = await step(pop, mode, fixed_rate, duration)
-    log(f"  {pop.kind} {mode} fixed {fixed_rate:.0f}/s: {_brief(fixed)}")
+    # The fixed step ``repeats`` times in a row: their spread is the run's own noise.
+    fixed_steps = []
+    for _ in range(max(1, repeats)):
+        fixed_steps.append(await step(pop, mode, fixed_rate, duration))
+        log(f"  {pop.kind} {mode} fixed {fixed_rate:.0f}/s: {_brief(fixed_steps[-1])}")
+    fixed = fixed_steps[0]
     steps: list[dict[str, Any]] = []
     rate = start
     passed = failed = None  # the highest passing and lowest failing rates so far
@@ -244,11 +249,31 @@ async def ramp(
         "sockets": len(pop.devices),
         "users": len(pop.users),
         "fixed": fixed,
+        "fixed_repeats": fixed_steps,
+        "noise": noise(fixed_steps),
         "steps": steps,
         "sustained_deliveries_per_s": best["deliveries_per_s"] if best else 0.0,
         "sustained_sends_per_s": best["achieved_sends_per_s"] if best else 0.0,
         "sustained_step": best,
         "client_bound": bool(best and best["client_cpu_util"] > 0.9),
+    }
+
+
+def noise(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The spread of repeated steps at one rate: min and max of p50, p99, deliveries/s and
+    server CPU per delivery."""
+
+    def spread(values: list[float]) -> list[float]:
+        return [round(min(values), 1), round(max(values), 1)] if values else []
+
+    return {
+        "steps": len(steps),
+        "p50_ms": spread([s["latency_ms"]["p50"] for s in steps]),
+        "p99_ms": spread([s["latency_ms"]["p99"] for s in steps]),
+        "deliveries_per_s": spread([s["deliveries_per_s"] for s in steps]),
+        "server_cpu_us_per_delivery": spread(
+            [s["server_cpu_us_per_delivery"] for s in steps if s["server_cpu_us_per_delivery"]]
+        ),
     }
 
 

@@ -46,18 +46,35 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(
             "durable message.send vs storage anchor",
             None if ratio is None else round(ratio, 2),
-            ">= 0.5x",
-            None if ratio is None else ratio >= 0.5,
+            ">= 0.8x",
+            None if ratio is None else ratio >= 0.8,
             f"{sends:.0f} sends/s vs {anchor_tps or 0:.0f} tx/s",
         )
-        p99 = durable["fixed"]["latency_ms"]["p99"]
-        delivered = durable["fixed"]["delivery_ratio"]
+        # Every fixed step at half the anchor's rate must pass: the worst one is the figure.
+        repeats = durable.get("fixed_repeats") or [durable["fixed"]]
+        p99s = [r["latency_ms"]["p99"] for r in repeats]
+        delivered = min(r["delivery_ratio"] for r in repeats)
         add(
             "message.send p99 send->delivered at half the anchor rate",
-            round(p99, 1),
-            "< 50 ms",
-            p99 < 50 and delivered >= 0.99,
-            f"{durable['half_anchor_rate']:.0f} sends/s, {100 * delivered:.1f}% delivered",
+            round(max(p99s), 1),
+            "< 50 ms in every fixed step",
+            max(p99s) < 50 and delivered >= 0.99,
+            f"{durable['half_anchor_rate']:.0f} sends/s, {len(p99s)} steps, p99s "
+            + ", ".join(f"{p:.1f}" for p in p99s)
+            + f" ms, {100 * delivered:.1f}% delivered",
+        )
+        cpus = sorted(
+            r["server_cpu_us_per_delivery"] for r in repeats if r["server_cpu_us_per_delivery"]
+        )
+        cpu = cpus[len(cpus) // 2] if cpus else None
+        add(
+            "server CPU per durable delivery (median fixed step)",
+            None if cpu is None else round(cpu, 1),
+            "<= 150 us",
+            None if cpu is None else cpu <= 150,
+            "spread " + "-".join(f"{c:.0f}" for c in (cpus[:1] + cpus[-1:])) + " us"
+            if cpus
+            else "",
         )
     idle = results.get("idle")
     if idle is not None and idle["points"]:
@@ -162,11 +179,22 @@ def markdown(report: dict[str, Any]) -> str:
             "| server CPU us/delivery | fixed-rate p50 / p95 / p99 ms | client CPU |",
             "|---|---|---|---|---|---|---|",
         ]
+        noise_lines: list[str] = []
         rows = [(f"{k} typing", v) for k, v in typing.items()]
+        before = r.get("fanout_message_transaction_path")
+        if before:
+            rows.append(("memoryd message.send, transaction path (before)", before))
         if durable:
             rows.append(("memoryd message.send", durable))
         for name, v in rows:
             best = v["sustained_step"]
+            if v.get("noise", {}).get("steps", 1) > 1:
+                n = v["noise"]
+                noise_lines.append(
+                    f"- {name}: {n['steps']} fixed steps in a row, p50 {n['p50_ms']} ms, "
+                    f"p99 {n['p99_ms']} ms, deliveries/s {n['deliveries_per_s']}, server "
+                    f"CPU {n['server_cpu_us_per_delivery']} us/delivery (min, max)"
+                )
             lines.append(
                 f"| {name} | {v['sockets']} | {v['sustained_deliveries_per_s']:.0f} | "
                 + (
@@ -177,6 +205,41 @@ def markdown(report: dict[str, Any]) -> str:
                 + f"{_lat(v['fixed'])} ({v['fixed']['offered_sends_per_s']:.0f} sends/s) | "
                 + (f"{100 * best['client_cpu_util']:.0f}% |" if best else "- |")
             )
+        lines.append("")
+        if noise_lines:
+            lines += ["Noise of this run (the spread of repeated steps):", "", *noise_lines, ""]
+    measured = [
+        (name, v)
+        for name, v in (
+            ("transaction path (before)", r.get("fanout_message_transaction_path")),
+            ("one statement", durable),
+        )
+        if v and v.get("server_histograms")
+    ]
+    if measured:
+        lines += [
+            "| server histogram (whole durable run) | count | p50 <= ms | p99 <= ms |",
+            "|---|---|---|---|",
+        ]
+        for name, v in measured:
+            for key, h in sorted(v["server_histograms"].items()):
+                metric, _, value = key.partition(":")
+                what = "stage" if "stage" in metric else "GC generation"
+                lines.append(
+                    f"| {name}: {what} {value} | {h['count']} | {h['p50_ms_le']:g} | "
+                    f"{h['p99_ms_le']:g} |"
+                )
+        lines.append("")
+    for name, v in measured:
+        waits = v.get("postgres_waits")
+        if waits and waits.get("samples"):
+            states = ", ".join(f"{k} {c}" for k, c in waits["backend_states"].items())
+            during = ", ".join(f"{k} {c}" for k, c in waits.get("during", {}).items())
+            lines.append(
+                f"- PostgreSQL, {name}: memoryd's backends over {waits['samples']} samples: "
+                f"{states}; during the phase: {during or 'n/a'}"
+            )
+    if measured:
         lines.append("")
     anchor = r.get("anchor")
     if anchor:

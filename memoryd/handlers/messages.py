@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
-from memoryd.errors import NotFound, ValidationFailed
+from memoryd.errors import ClientError, NotFound, ValidationFailed
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.fields import fields_of, require_changes
 from memoryd.handlers.pipeline import Change, Send
@@ -20,6 +20,7 @@ from memoryd.protocol.requests import (
     SendResult,
 )
 from memoryd.storage.messages import (
+    PLAIN_CONTEXT,
     ChangePlan,
     MessageWindow,
     NewMessage,
@@ -72,15 +73,34 @@ async def send_message(
     )
     planned: list[SendPlan] = []
 
-    async def plan(context: SendContext, new: NewMessage) -> SendPlan:
-        # Only new work from here on: the replay check is behind us.
+    def checks_for_new_work() -> None:
         caller.require(Permission.WRITE_MEMORIES)
         _check_content_length(svc, req.content)
+
+    async def plan(context: SendContext, new: NewMessage) -> SendPlan:
+        # Only new work from here on: the replay check is behind us.
+        checks_for_new_work()
         send = Send(caller=caller, memory_id=memory_id, request=req, context=context, message=new)
         planned.append(await svc.pipeline.plan_send(send))
         return planned[-1]
 
-    message, event = await svc.store.messages.create(caller.user_id, memory_id, new, plan=plan)
+    # The one-statement path, when the checks and planners pass on a plain memory. A
+    # check that fails here is not an answer yet: the send may be a replay, which the
+    # transaction path then answers before any check.
+    plain = None
+    if svc.settings.send_one_statement and not new.attachments and new.parent_id is None:
+        try:
+            checks_for_new_work()
+        except ClientError:
+            pass
+        else:
+            plain = await svc.pipeline.plain(
+                Send(caller=caller, memory_id=memory_id, request=req,
+                     context=PLAIN_CONTEXT, message=new)
+            )  # fmt: skip
+    message, event = await svc.store.messages.create(
+        caller.user_id, memory_id, new, plan=plan, plain=plain
+    )
     svc.publish(caller.user_id, event)
     if event is not None and planned and planned[-1].jobs:
         svc.wake_jobs()

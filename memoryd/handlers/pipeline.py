@@ -18,6 +18,16 @@ stored, after the edit, or as it was before the delete) and add jobs or steps to
 change's transaction. ``on_create`` also runs for the messages the server makes (Memo's
 replies, WhatsApp inbound), which store with `MessagePipeline.server_plan`.
 
+A plain send takes one round trip: before storage runs, `MessagePipeline.plain` runs the
+planners on `PLAIN_CONTEXT` (no memory metadata, no WhatsApp thread); when none of them
+refuses, adjusts the message or adds a job or step, and no ``on_create`` listener is
+registered, storage writes the send in one statement, provided the memory really is
+plain: no WhatsApp thread and none of the metadata keys a planner says it reads
+(``add_planner(..., reads=("memoAnswers",))``). Else the planners run again in the
+send's transaction on the real context. So a planner must be a pure function of the
+`Send` (its side effects belong in job factories) and must declare the memory-metadata
+keys it looks at.
+
 Planners and listeners are registered at start-up, like job handlers::
 
     svc.pipeline.add_planner("whatsapp", whatsapp.plan_outbound)
@@ -34,15 +44,18 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from uuid import UUID
 
+from memoryd.errors import ClientError
 from memoryd.handlers.caller import Caller
 from memoryd.protocol.models import Message
 from memoryd.protocol.requests import SendMessageRequest
 from memoryd.storage.jobs import NewJob
 from memoryd.storage.messages import (
+    PLAIN_CONTEXT,
     ChangeHook,
     ChangePlan,
     JobFactory,
     NewMessage,
+    PlainSend,
     Planner,
     SendContext,
     SendPlan,
@@ -61,6 +74,9 @@ class Send:
     message: NewMessage  # what will be stored; planners replace it to adjust it
     jobs: list[JobFactory] = field(default_factory=list)
     steps: list[TxStep] = field(default_factory=list)
+    # True on the run before storage (`MessagePipeline.plain`), whose plan is dropped
+    # unless it planned nothing: no send is stored or refused by it.
+    preview: bool = False
 
     def add_job(self, job: NewJob | JobFactory) -> None:
         """Enqueue a job with the message: a `NewJob`, or a factory given the stored
@@ -118,10 +134,13 @@ class MessagePipeline:
         self._on_create: dict[str, ChangeListener] = {}
         self._on_edit: dict[str, ChangeListener] = {}
         self._on_delete: dict[str, ChangeListener] = {}
+        self._reads: tuple[str, ...] = ()
 
-    def add_planner(self, name: str, planner: SendPlanner) -> None:
-        """Run ``planner`` on every new message, after the ones registered before it."""
+    def add_planner(self, name: str, planner: SendPlanner, *, reads: tuple[str, ...] = ()) -> None:
+        """Run ``planner`` on every new message, after the ones registered before it.
+        ``reads``: the keys of the memory's metadata it looks at (see the module doc)."""
         _add(self._planners, name, planner)
+        self._reads += tuple(k for k in reads if k not in self._reads)
 
     def on_create(self, name: str, listener: ChangeListener) -> None:
         """Run ``listener`` on every message stored: a user's send (after its planners)
@@ -143,6 +162,24 @@ class MessagePipeline:
         hook and its extra read)."""
         table = {"create": self._on_create, "edit": self._on_edit, "delete": self._on_delete}
         return bool(table[change])
+
+    async def plain(self, send: Send) -> PlainSend | None:
+        """Run the planners on `PLAIN_CONTEXT`: a `PlainSend` when they leave the send
+        alone (storage may then write it in one statement), else None. A refusal here
+        is not final (the real context may differ, or the send be a replay): it only
+        means the transaction path."""
+        if self._on_create:
+            return None
+        original = send.message
+        send.context, send.preview = PLAIN_CONTEXT, True
+        try:
+            for planner in self._planners.values():
+                await planner(send)
+        except ClientError:
+            return None
+        if send.message is not original or send.jobs or send.steps:
+            return None
+        return PlainSend(metadata_keys=self._reads)
 
     async def plan_send(self, send: Send) -> SendPlan:
         for planner in self._planners.values():

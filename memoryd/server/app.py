@@ -162,10 +162,18 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         google=_google(settings, session),
         whatsapp=_whatsapp(settings, session, keys.secret_key),
     )
+    # A send's stages in `memoryd_send_stage_seconds` (storage's and the hub's part).
+    services.store.messages.observe = hub.observe = app[METRICS].observe_send_stage
     # The send pipeline's planners, run in this order on every new message.
     services.pipeline.add_planner("whatsapp", whatsapp.plan_outbound)
-    services.pipeline.add_planner("memo", ai_reply.send_planner(services))
-    yield
+    services.pipeline.add_planner(
+        "memo", ai_reply.send_planner(services), reads=ai_reply.MEMORY_METADATA_KEYS
+    )
+    gc_timing = app[METRICS].time_gc()  # memoryd_gc_pause_seconds
+    try:
+        yield
+    finally:
+        gc_timing.stop()
 
 
 async def _fanout_ctx(app: web.Application) -> AsyncIterator[None]:

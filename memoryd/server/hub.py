@@ -16,7 +16,8 @@ Chain of the server core, one way: ``sockets`` -> ``dispatch`` -> ``connection``
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -112,6 +113,8 @@ class Hub:
         self._by_user: dict[UUID, set[Socket]] = {}
         self._by_device: dict[UUID, Socket] = {}
         self.peers: Peers = peers if peers is not None else LocalPeers()
+        # Told how long each publish took (`Metrics.send_stage`, stage "publish")
+        self.observe: Callable[[str, float], None] | None = None
 
     # -- membership ---------------------------------------------------------------------
 
@@ -173,8 +176,11 @@ class Hub:
 
     def publish(self, user_id: UUID, events: Sequence[Event]) -> None:
         """EventSink: deliver committed events here, then to the user's other nodes."""
+        t0 = time.perf_counter()
         self.deliver_local(user_id, events)
         self.peers.publish_events(user_id, events)
+        if self.observe is not None:
+            self.observe("publish", time.perf_counter() - t0)
 
     def deliver_local(self, user_id: UUID, events: Sequence[Event]) -> None:
         peers = self._by_user.get(user_id)

@@ -210,18 +210,23 @@ class SocketServer:
     # -- read loop ----------------------------------------------------------------------
 
     async def _read_loop(self, conn: Connection) -> None:
-        frames_in = self.metrics.ws_frames_in
+        frames_in = self.metrics.frames_in
+        observe = self.metrics.observe_send_stage
         max_bytes = self.settings.ws_max_frame_bytes
+        perf_counter = time.perf_counter
         async for msg in conn.ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
+            t0 = perf_counter()
             try:
                 frame = conn.codec.decode(msg.data, max_bytes=max_bytes)
             except ProtocolError as exc:
-                frames_in.labels("invalid").inc()
+                frames_in("invalid").inc()
                 conn.send(_error_frame(exc), "error")
                 continue
-            frames_in.labels(type(frame).__struct_config__.tag).inc()
+            if isinstance(frame, f.MessageSend):
+                observe("decode", perf_counter() - t0)
+            frames_in(str(type(frame).__struct_config__.tag)).inc()
             if isinstance(frame, f.Ack):
                 conn.on_ack(frame.seq)
             elif isinstance(frame, f.Hello):
@@ -278,7 +283,10 @@ class SocketServer:
         finally:
             conn.idle.set()
         if request_id is not None:
+            t0 = time.perf_counter()
             conn.send(f.Reply(id=request_id, data=data), "reply")
+            if isinstance(frame, f.MessageSend):
+                self.metrics.observe_send_stage("reply", time.perf_counter() - t0)
 
     # -- shutdown -----------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,6 +13,10 @@ import asyncpg
 import msgspec
 
 log = logging.getLogger("memoryd.storage")
+
+# Told how long a stage of a request took (pool_acquire, statements, commit): the
+# server's Prometheus histogram of a send's stages.
+Observe = Callable[[str, float], None]
 
 
 _json_encode = msgspec.json.Encoder().encode
@@ -59,9 +64,24 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield conn
+    async def transaction(
+        self, observe: Observe | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection in a transaction; ``observe`` is told how long the pool
+        acquire, the statements (the body) and the commit took."""
+        if observe is None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield conn
+            return
+        t0 = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            t1 = time.perf_counter()
+            observe("pool_acquire", t1 - t0)
+            async with conn.transaction():
+                yield conn
+                t2 = time.perf_counter()
+                observe("statements", t2 - t1)
+            observe("commit", time.perf_counter() - t2)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         return await self.pool.fetch(query, *args)  # type: ignore[no-any-return]

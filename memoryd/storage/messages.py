@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import msgspec
 
 from memoryd.errors import Conflict, NotFound, ValidationFailed
 from memoryd.protocol.models import Deleted, Event, Message
-from memoryd.storage.database import Database
-from memoryd.storage.events import append_event
+from memoryd.storage.database import Database, Observe
+from memoryd.storage.events import append_event, event_of
 from memoryd.storage.files import (
     claim_attachments,
     files_of,
@@ -46,6 +47,21 @@ class SendContext:
 
     memory_metadata: Any
     whatsapp: OutboundTarget | None
+
+
+# What planners are shown before a send's statement when storage is asked to try the
+# one-statement path: no memory metadata they read, no WhatsApp thread. The statement
+# then writes only if the memory really is like that (see `_SEND_PLAIN`).
+PLAIN_CONTEXT = SendContext(memory_metadata={}, whatsapp=None)
+
+
+@dataclass(frozen=True)
+class PlainSend:
+    """A send its planners left alone on `PLAIN_CONTEXT`: storage may write it in one
+    statement if the memory has none of ``metadata_keys`` (the keys of the memory's
+    metadata that planners read) and is no WhatsApp thread."""
+
+    metadata_keys: tuple[str, ...] = ()
 
 
 class TxStep(Protocol):
@@ -118,13 +134,70 @@ _SEND_CONTEXT = f"""
     LEFT JOIN sync_settings s ON s.user_id = $1 AND s.provider = '{WHATSAPP}'"""
 
 
+# The whole of a plain send (no attachments, parent, steps, jobs or hooks) in one
+# statement, so one round trip and one implicit transaction: the clientMsgId replay
+# look-up, the per-memory seq (the memory row stays locked until commit, as in the
+# transaction path), the insert, the user's event head and the event. It writes only
+# when the send is as plain as the planners were told beforehand: no earlier message
+# with the clientMsgId, no WhatsApp thread, and none of the memory-metadata keys a
+# planner reads ($10). Else it writes nothing and `create` takes the transaction path.
+# The event payload is the message the application encoded ($9, seq left out), with the
+# seq this statement took set in SQL, so nothing is decoded or re-encoded on the way.
+_SEND_PLAIN = f"""
+    WITH earlier AS (
+        SELECT {MESSAGE_COLUMNS} FROM messages WHERE user_id = $1 AND client_msg_id = $3
+    ), bumped AS (
+        UPDATE memories SET last_message_seq = last_message_seq + 1,
+            message_count = message_count + 1
+        WHERE user_id = $1 AND id = $2 AND NOT EXISTS (SELECT 1 FROM earlier)
+          AND NOT EXISTS (
+              SELECT 1 FROM whatsapp_contacts c WHERE c.user_id = $1 AND c.memory_id = $2)
+          AND (metadata IS NULL OR jsonb_typeof(metadata) = 'null'
+               OR (jsonb_typeof(metadata) = 'object' AND NOT metadata ?| $10::text[]))
+        RETURNING last_message_seq
+    ), inserted AS (
+        INSERT INTO messages (id, memory_id, user_id, seq, client_msg_id, content,
+            message_type, metadata, is_ai_generated, status, created_at, updated_at)
+        SELECT $4, $2, $1, last_message_seq, $3, $5, $6, $7, FALSE, $8, $11, $11
+        FROM bumped
+        RETURNING seq
+    ), head AS (
+        INSERT INTO user_event_heads (user_id, head_seq) SELECT $1, 1 FROM inserted
+        ON CONFLICT (user_id) DO UPDATE SET head_seq = user_event_heads.head_seq + 1
+        RETURNING head_seq
+    ), logged AS (
+        INSERT INTO user_events (user_id, seq, type, payload)
+        SELECT $1, h.head_seq, 'message.created', $9::jsonb || jsonb_build_object('seq', i.seq)
+        FROM head h, inserted i
+        RETURNING seq, created_at
+    )
+    SELECT (SELECT seq FROM inserted) AS message_seq,
+           l.seq AS event_seq, l.created_at AS event_at, e.*
+    FROM (SELECT 1) AS one
+    LEFT JOIN logged l ON TRUE
+    LEFT JOIN earlier e ON TRUE"""
+
+_raw_json = msgspec.json.Encoder().encode
+
+
 def _memory_not_found() -> NotFound:
     return NotFound("Memory not found")
+
+
+_MESSAGE_KEYS = tuple(
+    c.strip().split(" AS ")[-1] for c in MESSAGE_COLUMNS.replace("\n", " ").split(",")
+)
+
+
+def _unobserved(stage: str, seconds: float) -> None:
+    pass
 
 
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Told each stage of a send (the server sets its histogram: `Metrics.send_stage`)
+        self.observe: Observe = _unobserved
 
     async def by_client_msg_id(self, user_id: UUID, client_msg_id: str) -> Message | None:
         row = await self.db.fetchrow(
@@ -141,8 +214,15 @@ class MessageStore:
         new: NewMessage,
         *,
         plan: Planner | None = None,
+        plain: PlainSend | None = None,
     ) -> tuple[Message, Event | None]:
         """Store a message; return it with its event, or the earlier one and no event.
+
+        With ``plain`` (the caller ran its planners beforehand on `PLAIN_CONTEXT` and they
+        planned nothing beyond the message itself), a send with no attachments and no
+        parent first tries the one-statement path `_SEND_PLAIN`; a replay comes back from
+        it too. When the memory turns out not to be plain, that statement wrote nothing
+        and the transaction path below runs, planners and all.
 
         In one transaction: the first statement takes the per-memory seq and reads the
         `SendContext`; then ``plan`` (the send pipeline's planners) decides what to store,
@@ -157,8 +237,12 @@ class MessageStore:
         the second insert then hits the unique index, its transaction (and the seq it
         took) rolls back, and it returns the first one's message.
         """
+        if plain is not None and not new.attachments and new.parent_id is None:
+            done = await self._create_plain(user_id, memory_id, new, plain)
+            if done is not None:
+                return done
         try:
-            async with self.db.transaction() as conn:
+            async with self.db.transaction(self.observe) as conn:
                 row = await conn.fetchrow(_SEND_CONTEXT, user_id, memory_id, new.client_msg_id)
                 assert row is not None
                 if row["earlier"] is not None:
@@ -210,6 +294,45 @@ class MessageStore:
                 raise
             return earlier, None
 
+    async def _create_plain(
+        self, user_id: UUID, memory_id: UUID, new: NewMessage, plain: PlainSend
+    ) -> tuple[Message, Event | None] | None:
+        """`_SEND_PLAIN`: the message and its event, the earlier message of a replay, or
+        None when the statement wrote nothing (take the transaction path)."""
+        now = datetime.now(UTC)
+        message = Message(
+            id=uuid4(), memory_id=memory_id, user_id=user_id, seq=0,
+            client_msg_id=new.client_msg_id, content=new.content,
+            message_type=new.message_type, metadata=new.metadata, status=new.status,
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+        payload = msgspec.Raw(_raw_json(message))
+        try:
+            t0 = time.perf_counter()
+            async with self.db.pool.acquire() as conn:
+                t1 = time.perf_counter()
+                row = await conn.fetchrow(
+                    _SEND_PLAIN, user_id, memory_id, new.client_msg_id, message.id,
+                    new.content, new.message_type, new.metadata, new.status, payload,
+                    list(plain.metadata_keys), now,
+                )  # fmt: skip
+            self.observe("pool_acquire", t1 - t0)
+            self.observe("statement", time.perf_counter() - t1)
+        except asyncpg.UniqueViolationError:
+            assert new.client_msg_id is not None  # a concurrent twin committed first
+            earlier = await self._replay(user_id, memory_id, new.client_msg_id)
+            if earlier is None:
+                raise
+            return earlier, None
+        assert row is not None
+        if row["id"] is not None:  # a replay
+            earlier = Message(**{k: row[k] for k in _MESSAGE_KEYS})
+            return _checked_replay(earlier, memory_id), None
+        if row["message_seq"] is None:
+            return None
+        message = msgspec.structs.replace(message, seq=row["message_seq"])
+        return message, event_of(row["event_seq"], "message.created", message, row["event_at"])
+
     async def _replay(
         self,
         user_id: UUID,
@@ -222,13 +345,7 @@ class MessageStore:
             user_id,
             client_msg_id,
         )
-        earlier = to_model(Message, row) if row else None
-        if earlier is not None and earlier.memory_id != memory_id:
-            raise Conflict(
-                "clientMsgId was already used for a message in another memory",
-                details=[{"field": "clientMsgId", "message": "already used"}],
-            )
-        return earlier
+        return _checked_replay(to_model(Message, row), memory_id) if row else None
 
     @staticmethod
     async def _check_parent(
@@ -369,6 +486,15 @@ class MessageStore:
             )
             data = Deleted(id=message_id, memory_id=memory_id)
             return await append_event(conn, user_id, "message.deleted", data)
+
+
+def _checked_replay(earlier: Message, memory_id: UUID) -> Message:
+    if earlier.memory_id != memory_id:
+        raise Conflict(
+            "clientMsgId was already used for a message in another memory",
+            details=[{"field": "clientMsgId", "message": "already used"}],
+        )
+    return earlier
 
 
 async def _apply(conn: asyncpg.Connection, message: Message, plan: ChangePlan) -> None:

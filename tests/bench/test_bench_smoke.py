@@ -57,7 +57,7 @@ async def test_anchor_and_fanout_through_memoryd_and_both_peers(
     plot = scratch_dir / "bench-plot.png"
     report = await bench(scratch_dir, admin_dsn, "--only", "anchor,fanout", "--plot", str(plot))
     results = report["results"]
-    for kind in ("asyncpg", "storage_layer"):
+    for kind in ("asyncpg", "asyncpg_one_statement", "storage_layer"):
         assert results["anchor"][kind]["transactions"] > 0
     typing = results["fanout_typing"]
     assert set(typing) == {"memoryd", "ws-relay", "socketio"}
@@ -69,9 +69,15 @@ async def test_anchor_and_fanout_through_memoryd_and_both_peers(
     for step in (durable["fixed"], *durable["steps"]):
         assert_every_send_delivered(step)
         assert step["replies"] == step["sent"]  # every message.send answered
+    assert len(durable["fixed_repeats"]) == durable["noise"]["steps"] == 2  # --quick
+    assert "Noise of this run" in report["_markdown"]
     names = {t["target"] for t in report["targets"]}
     assert "ephemeral fan-out vs ws-relay" in names
     assert "durable message.send vs storage anchor" in names
+    assert "server CPU per durable delivery (median fixed step)" in names
+    for t in report["targets"]:  # each target printed with its verdict
+        verdict = {True: "PASS", False: "FAIL", None: "N/A "}[t["met"]]
+        assert f"{verdict}  {t['target']}:" in report["_stdout"]
     assert "| memoryd message.send |" in report["_markdown"]
     assert plot.stat().st_size > 10_000
     assert report["machine"]["nproc"] >= 1 and report["versions"]["postgresql"]

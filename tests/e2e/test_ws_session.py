@@ -899,3 +899,22 @@ async def test_a_burst_larger_than_the_queue_reaches_a_reading_device(
         await dev.ping()  # still open and answering
     assert await metric(api, "websocket_slow_consumer_closes_total") == 0
     assert await metric(api, "websocket_replayed_events_total") > 0  # the log carried some
+
+
+async def test_a_socket_send_times_its_stages_in_the_metrics(url: str, api: Api) -> None:
+    user = await api.register()
+    stage = 'memoryd_send_stage_seconds_count{stage="%s"}'
+    stages = ("decode", "pool_acquire", "statement", "publish", "reply")
+    before = {}
+    for name in stages:
+        try:
+            before[name] = await metric(api, stage % name)
+        except AssertionError:
+            before[name] = 0.0  # not observed yet on this server
+    async with device(url, user.token) as dev:
+        memory = await new_memory(dev)
+        await dev.request(
+            "message.send", memory_id=memory["id"], client_msg_id="timed", content="timed"
+        )
+    for name in stages:  # a plain send: one statement, no transaction
+        assert await metric(api, stage % name) >= before[name] + 1, name

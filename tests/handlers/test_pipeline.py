@@ -50,7 +50,8 @@ async def setup(
     calls: dict[str, list[Any]] = {"plan": [], "step": [], "edit": [], "delete": []}
 
     async def planner(send: Send) -> None:
-        calls["plan"].append(send.message.content)
+        if not send.preview:  # the run before storage decides nothing (module doc)
+            calls["plan"].append(send.message.content)
         if send.message.content == "refuse me":
             raise ValidationFailed("no", details=[{"field": "content", "message": "refused"}])
         send.message = dataclasses.replace(

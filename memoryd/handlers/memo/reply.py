@@ -71,6 +71,10 @@ def reply_job(
     return build
 
 
+# The keys of a memory's metadata `send_planner` reads (given to `add_planner`).
+MEMORY_METADATA_KEYS = ("memoAnswers",)
+
+
 def send_planner(svc: Services) -> SendPlanner:
     """The send pipeline's planner for Memo: a reply job with ``ai: true``, or in a
     thread whose memory has ``metadata.memoAnswers`` (for a caller who may use AI).
