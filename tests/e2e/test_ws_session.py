@@ -904,7 +904,9 @@ async def test_a_burst_larger_than_the_queue_reaches_a_reading_device(
 async def test_a_socket_send_times_its_stages_in_the_metrics(url: str, api: Api) -> None:
     user = await api.register()
     stage = 'memoryd_send_stage_seconds_count{stage="%s"}'
-    stages = ("decode", "pool_acquire", "statement", "publish", "reply")
+    # The default send path is one transaction (statements, then commit); the one-statement
+    # path (MEMORYD_SEND_ONE_STATEMENT, off by default) times a single "statement".
+    stages = ("decode", "pool_acquire", "statements", "commit", "publish", "reply")
     before = {}
     for name in stages:
         try:
@@ -916,5 +918,5 @@ async def test_a_socket_send_times_its_stages_in_the_metrics(url: str, api: Api)
         await dev.request(
             "message.send", memory_id=memory["id"], client_msg_id="timed", content="timed"
         )
-    for name in stages:  # a plain send: one statement, no transaction
+    for name in stages:
         assert await metric(api, stage % name) >= before[name] + 1, name
