@@ -60,7 +60,7 @@ _RUNNERS_BEFORE: set[JobRunner] = set()
 def _runners_before() -> Iterator[None]:
     """The job runners alive when the test starts (found through the garbage collector)."""
     _RUNNERS_BEFORE.clear()
-    _RUNNERS_BEFORE.update(o for o in gc.get_objects() if isinstance(o, JobRunner))
+    _RUNNERS_BEFORE.update(o for o in gc.get_objects() if type(o) is JobRunner)  # no proxies
     yield
     _RUNNERS_BEFORE.clear()
 
