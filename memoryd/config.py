@@ -72,7 +72,7 @@ class Settings:
     ws_requests_per_second: float = 20.0
     ws_request_burst: int = 60
     ws_max_sockets_per_user: int = 10
-    send_one_statement: bool = False  # a plain send in one statement (off: it can deadlock)
+    send_one_statement: bool = True  # a plain send in one statement, with group commit
     ack_flush_interval: float = 1.0
     event_retention_days: int = 30
     presence_ttl: float = 30.0
@@ -155,7 +155,7 @@ class Settings:
             ws_requests_per_second=e.seconds("MEMORYD_WS_REQUESTS_PER_SECOND", 20.0),
             ws_request_burst=e.integer("MEMORYD_WS_REQUEST_BURST", 60, minimum=1),
             ws_max_sockets_per_user=e.integer("MEMORYD_WS_MAX_SOCKETS_PER_USER", 10, minimum=1),
-            send_one_statement=e.flag("MEMORYD_SEND_ONE_STATEMENT", False),
+            send_one_statement=e.flag("MEMORYD_SEND_ONE_STATEMENT", True),
             event_retention_days=e.integer("MEMORYD_EVENT_RETENTION_DAYS", 30, minimum=1),
             presence_ttl=float(e.integer("MEMORYD_PRESENCE_TTL", 30, minimum=3)),
             redis_poll_interval=e.seconds("MEMORYD_REDIS_POLL_INTERVAL", 1.0),

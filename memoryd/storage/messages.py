@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ import msgspec
 
 from memoryd.errors import Conflict, NotFound, ValidationFailed
 from memoryd.protocol.models import Deleted, Event, Message
+from memoryd.storage.group_commit import GroupCommit
 from memoryd.storage.database import Database, Observe
 from memoryd.storage.events import append_event, event_of
 from memoryd.storage.files import (
@@ -196,8 +196,18 @@ def _unobserved(stage: str, seconds: float) -> None:
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        # Told each stage of a send (the server sets its histogram: `Metrics.send_stage`)
-        self.observe: Observe = _unobserved
+        # Plain sends of many users share a round trip and a commit (group commit).
+        self.plain_sends = GroupCommit(db, _SEND_PLAIN)
+        self._observe: Observe = _unobserved
+
+    @property
+    def observe(self) -> Observe:
+        """Told each stage of a send (the server sets its histogram: `Metrics.send_stage`)."""
+        return self._observe
+
+    @observe.setter
+    def observe(self, observe: Observe) -> None:
+        self._observe = self.plain_sends.observe = observe
 
     async def by_client_msg_id(self, user_id: UUID, client_msg_id: str) -> Message | None:
         row = await self.db.fetchrow(
@@ -308,16 +318,11 @@ class MessageStore:
         )  # fmt: skip
         payload = msgspec.Raw(_raw_json(message))
         try:
-            t0 = time.perf_counter()
-            async with self.db.pool.acquire() as conn:
-                t1 = time.perf_counter()
-                row = await conn.fetchrow(
-                    _SEND_PLAIN, user_id, memory_id, new.client_msg_id, message.id,
-                    new.content, new.message_type, new.metadata, new.status, payload,
-                    list(plain.metadata_keys), now,
-                )  # fmt: skip
-            self.observe("pool_acquire", t1 - t0)
-            self.observe("statement", time.perf_counter() - t1)
+            row = await self.plain_sends.run(
+                user_id, user_id, memory_id, new.client_msg_id, message.id, new.content,
+                new.message_type, new.metadata, new.status, payload,
+                list(plain.metadata_keys), now,
+            )  # fmt: skip
         except asyncpg.UniqueViolationError:
             assert new.client_msg_id is not None  # a concurrent twin committed first
             earlier = await self._replay(user_id, memory_id, new.client_msg_id)

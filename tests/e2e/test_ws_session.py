@@ -904,9 +904,9 @@ async def test_a_burst_larger_than_the_queue_reaches_a_reading_device(
 async def test_a_socket_send_times_its_stages_in_the_metrics(url: str, api: Api) -> None:
     user = await api.register()
     stage = 'memoryd_send_stage_seconds_count{stage="%s"}'
-    # The default send path is one transaction (statements, then commit); the one-statement
-    # path (MEMORYD_SEND_ONE_STATEMENT, off by default) times a single "statement".
-    stages = ("decode", "pool_acquire", "statements", "commit", "publish", "reply")
+    # A plain send is one statement in a group commit: its wait for a batch, the pool, the
+    # batch's statement; the transaction path (not taken here) times statements and commit.
+    stages = ("decode", "batch_wait", "pool_acquire", "statement", "publish", "reply")
     before = {}
     for name in stages:
         try:

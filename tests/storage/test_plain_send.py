@@ -20,6 +20,7 @@ from memoryd.storage.events import EventStore
 from memoryd.storage.memories import MemoryStore
 from memoryd.storage.messages import (
     MessageStore,
+    MessageWindow,
     NewMessage,
     PlainSend,
     SendContext,
@@ -30,6 +31,7 @@ from tests.helpers import Api
 pytestmark = pytest.mark.storage
 
 PLAIN = PlainSend(metadata_keys=("memoAnswers",))
+PLAIN_STAGES = ["batch_wait", "pool_acquire", "statement"]
 
 
 class CountingDatabase(Database):
@@ -83,7 +85,7 @@ async def test_a_plain_send_is_one_statement_and_no_transaction(
     message, event = await store.create(
         user_id, memory.id, NewMessage("hi", client_msg_id="c-1"), plan=plan, plain=PLAIN
     )
-    assert (stages, db.transactions) == (["pool_acquire", "statement"], before)
+    assert (stages, db.transactions) == (PLAIN_STAGES, before)
     assert calls == []  # storage needed no planner
     assert event is not None and message.seq == 1 and event.data == message
     (logged,) = await EventStore(db).get_after(user_id, event.seq - 1)
@@ -96,7 +98,7 @@ async def test_a_plain_send_is_one_statement_and_no_transaction(
     again, none = await store.create(
         user_id, memory.id, NewMessage("changed", client_msg_id="c-1"), plan=plan, plain=PLAIN
     )
-    assert (stages, db.transactions) == (["pool_acquire", "statement"], before)
+    assert (stages, db.transactions) == (PLAIN_STAGES, before)
     assert none is None and again == message and calls == []
     other, _ = await MemoryStore(db).create(user_id, {"title": "other"})
     with pytest.raises(Conflict):
@@ -127,7 +129,7 @@ async def test_a_memory_a_planner_reads_takes_the_transaction_path(
     )
     assert db.transactions == before + 1 and event is not None and message.seq == 1
     # the one statement found the memory not plain and wrote nothing, then the transaction
-    assert stages == ["pool_acquire", "statement", "pool_acquire", "statements", "commit"]
+    assert stages == [*PLAIN_STAGES, "pool_acquire", "statements", "commit"]
     assert [c.memory_metadata for c in calls] == [metadata]  # planned on the real context
 
 
@@ -151,3 +153,37 @@ async def test_concurrent_plain_sends_keep_both_seqs_gap_free_in_commit_order(
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     # events follow commit order, and so do the per-memory seqs they carry
     assert [e.data["seq"] for e in messages] == list(range(1, 16))
+
+
+async def test_concurrent_plain_sends_of_many_users_share_commits_and_stay_in_order(
+    api: Api, db: CountingDatabase
+) -> None:
+    """Group commit: sends that wait while others are written go together (one round
+    trip, one commit); each user's sends still get their seqs in the order they came,
+    and one failing send fails alone."""
+    users = [await _user_and_memory(api, db) for _ in range(12)]
+    store = MessageStore(db)
+    before = (store.plain_sends.batches, store.plain_sends.calls)
+    sends = [
+        store.create(user_id, memory.id, NewMessage(f"{n}", client_msg_id=f"{user_id}-{n}"),
+                     plain=PLAIN)
+        for n in range(10) for user_id, memory in users
+    ]  # fmt: skip
+    # One send that cannot be stored (its content breaks a column constraint) rides along.
+    bad_user, bad_memory = users[0]
+    sends.append(store.create(bad_user, bad_memory.id, NewMessage("x", message_type="x" * 300),
+                              plain=PLAIN))  # fmt: skip
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    assert isinstance(results[-1], asyncpg.PostgresError)
+    assert all(not isinstance(r, BaseException) for r in results[:-1])
+    batches = store.plain_sends.batches - before[0]
+    calls = store.plain_sends.calls - before[1]
+    assert calls >= 120 and batches < calls / 2  # most sends shared a commit
+    for user_id, memory in users:
+        messages, _ = await store.page(user_id, memory.id, MessageWindow(limit=100, sort_order="asc"))
+        assert [(m.seq, m.content) for m in messages] == [(n + 1, f"{n}") for n in range(10)]
+        events = await EventStore(db).get_after(user_id, 0)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert [e.data["seq"] for e in events if e.type == "message.created"] == list(
+            range(1, 11)
+        )

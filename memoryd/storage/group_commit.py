@@ -1,0 +1,152 @@
+"""Group commit: concurrent runs of one statement share a round trip and a commit.
+
+A durable send is bound by its commit (the WAL flush), not by its statement. While the
+database flushes, more sends arrive; instead of queueing each for a pooled connection
+of its own (and each waiting for a flush of its own), the ones that came while the
+batches in flight ran go together in the next batch: asyncpg's ``fetchmany``, one
+Bind/Execute per call and a single Sync, which PostgreSQL runs as one implicit
+transaction. N sends then cost one round trip and one WAL flush, and a stall of the
+disk is paid once by everyone waiting instead of draining a queue one commit at a time.
+At low load a call finds nothing in flight and runs at once, alone: no added latency.
+
+Order and locks:
+
+* A batch takes at most one call per key (a user), and a key with a batch in flight
+  waits for it: a key's calls run one after the other, in the order they came, and
+  each batch holds at most one statement's row locks per user, so a batch takes a user's
+  rows in the same order as any other write of that user (migration 0008).
+* A batch runs its calls sorted by key: two batches (of two nodes) that share users
+  lock them in the same order, never in a circle.
+* A batch that fails (one call's error aborts the transaction, and nothing of it is
+  kept) runs its calls again one by one, each its own implicit transaction, so each
+  caller gets its own result or its own error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from memoryd.storage.database import Database, Observe
+
+
+def _unobserved(stage: str, seconds: float) -> None:
+    pass
+
+
+@dataclass
+class _Call:
+    key: Any
+    args: Sequence[Any]
+    queued_at: float
+    result: asyncio.Future[asyncpg.Record | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommit:
+    """Runs ``query`` (one statement, returning one row) for many callers at once."""
+
+    def __init__(
+        self, db: Database, query: str, *, max_batches: int = 4, max_batch: int = 64
+    ) -> None:
+        self.db = db
+        self.query = query
+        self.max_batches = max_batches
+        self.max_batch = max_batch
+        self.observe: Observe = _unobserved
+        self._queue: deque[_Call] = deque()
+        self._busy: set[Hashable] = set()  # keys with a batch in flight
+        self._running: set[asyncio.Task[None]] = set()
+        self.batches = 0  # batches started, and the calls in them (tests, metrics)
+        self.calls = 0
+
+    async def run(self, key: Any, *args: Any) -> asyncpg.Record | None:
+        """The statement's row for ``args``, run in a batch with whatever else waits.
+        ``key`` (a user id) is hashable and ordered: the calls of one key run in order."""
+        call = _Call(key, args, time.perf_counter())
+        self._queue.append(call)
+        self._start()
+        return await call.result
+
+    def _start(self) -> None:
+        while self._queue and len(self._running) < self.max_batches:
+            batch = self._take()
+            if not batch:
+                return  # every waiting key has a batch in flight: one of them ends soon
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _take(self) -> list[_Call]:
+        """The first waiting call of each key with no batch in flight, in queue order."""
+        batch: list[_Call] = []
+        later: list[_Call] = []
+        seen: set[Hashable] = set()
+        while self._queue and len(batch) < self.max_batch:
+            call = self._queue.popleft()
+            if call.key in self._busy or call.key in seen:
+                later.append(call)  # behind a call of its key: it keeps its place
+            else:
+                batch.append(call)
+            seen.add(call.key)
+        self._queue.extendleft(reversed(later))
+        self._busy.update(c.key for c in batch)
+        return batch
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._start()
+
+    async def _run(self, batch: list[_Call]) -> None:
+        batch.sort(key=lambda c: c.key)  # one lock order for every batch of every node
+        self.batches += 1
+        self.calls += len(batch)
+        try:
+            t0 = time.perf_counter()
+            for call in batch:
+                self.observe("batch_wait", t0 - call.queued_at)
+            async with self.db.pool.acquire() as conn:
+                t1 = time.perf_counter()
+                self.observe("pool_acquire", t1 - t0)
+                try:
+                    if len(batch) == 1:
+                        rows = [await conn.fetchrow(self.query, *batch[0].args)]
+                    else:
+                        rows = await conn.fetchmany(self.query, [c.args for c in batch])
+                except (asyncpg.PostgresError, asyncpg.InterfaceError):
+                    if len(batch) == 1:
+                        raise
+                    await self._one_by_one(conn, batch)
+                    return
+                finally:
+                    self.observe("statement", time.perf_counter() - t1)
+            for call, row in zip(batch, rows, strict=True):
+                if not call.result.done():
+                    call.result.set_result(row)
+        except BaseException as e:
+            for call in batch:
+                if not call.result.done():
+                    call.result.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self._busy.difference_update(c.key for c in batch)
+
+    async def _one_by_one(self, conn: asyncpg.Connection, batch: list[_Call]) -> None:
+        """After a failed batch (rolled back whole): each call alone, with its own result."""
+        for call in batch:
+            try:
+                row = await conn.fetchrow(self.query, *call.args)
+            except Exception as e:
+                if not call.result.done():
+                    call.result.set_exception(e)
+            else:
+                if not call.result.done():
+                    call.result.set_result(row)
