@@ -113,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--resume-events", type=int, default=100_000)
     g = p.add_argument_group("search")
     g.add_argument("--search-total", type=int, default=1_000_000, help="messages in the table")
+    g.add_argument(
+        "--search-reuse",
+        action="store_true",
+        help="with --database-url: measure a corpus an earlier run left there (or leave one)",
+    )
     g.add_argument("--search-sizes", default="10000,100000", help="the two measured users")
     g.add_argument("--search-queries", type=int, default=200, help="queries per mode and user")
     g.add_argument("--search-other-users", type=int, default=890)
@@ -199,10 +204,14 @@ async def main(args: argparse.Namespace) -> int:
                     results[key] = await _files(args, md, backend)
             if "search" in only:
                 small, large = (int(x) for x in args.search_sizes.split(","))
+                search_dsn = md.pg.dsn
+                if args.search_reuse:  # a database of its own, kept for the next run
+                    search_dsn = await search_bench.kept_database(md.pg.admin_dsn)
                 results["search"] = await search_bench.run(
-                    md.pg.dsn, md.tokens, total=args.search_total, sizes=(small, large),
+                    search_dsn, md.tokens, total=args.search_total, sizes=(small, large),
                     queries=args.search_queries, other_users=args.search_other_users,
                     vectors_others=args.search_other_vectors, log=_log,
+                    reuse=args.search_reuse,
                 )  # fmt: skip
     finally:
         report_data["finished_loadavg"] = machine()["loadavg"]

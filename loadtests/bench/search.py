@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from loadtests.bench.common import percentiles
 from memoryd.config import Settings
@@ -30,7 +31,8 @@ from memoryd.handlers.search_jobs import embed_queued
 from memoryd.handlers.tokens import TokenIssuer
 from memoryd.protocol.search import SearchRequest
 from memoryd.server.search import close_search, open_search
-from memoryd.storage.database import Database
+from memoryd.storage.database import Database, create_database_if_missing
+from memoryd.storage.migrate import migrate
 from memoryd.storage.search_vectors import PgVectorStore
 from memoryd.storage.store import Storage
 
@@ -260,8 +262,10 @@ async def _latencies(
 
 async def run(dsn: str, tokens: TokenIssuer, *, total: int, sizes: tuple[int, int],
               queries: int, other_users: int, vectors_others: int,
-              log: Log) -> dict[str, Any]:  # fmt: skip
-    """Load, index, embed and measure; every figure in one dict."""
+              log: Log, reuse: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Load, index, embed and measure; every figure in one dict. With ``reuse``, a corpus
+    an earlier run left in the database (of the same ``total``) is measured again, and a
+    new one is left there for the next run (iterating on queries takes minutes, not ten)."""
     small, large = sizes
     db = await Database.connect(dsn, min_size=1, max_size=4)
     storage = Storage(db)
@@ -271,6 +275,13 @@ async def run(dsn: str, tokens: TokenIssuer, *, total: int, sizes: tuple[int, in
         svc = Services(settings=settings, store=storage, tokens=tokens, events=NoDelivery())
         svc.search = runtime
         corpus = Corpus()
+        if reuse:
+            loaded = await _loaded(db, total)
+            if loaded is not None:
+                log(f"search: reusing the {total} messages loaded before (--search-reuse)")
+                big, little = loaded
+                return await _measure(svc, runtime, queries, little, big, sizes,
+                                      {"reused": True}, log)  # fmt: skip
         others_total = max(0, total - small - large)
         users = await _users(db, 2 + other_users)
         big, little, rest = users[0], users[1], users[2:]
@@ -312,17 +323,53 @@ async def run(dsn: str, tokens: TokenIssuer, *, total: int, sizes: tuple[int, in
                 log(f"    HNSW index built in {result['hnsw_build_s']:.1f} s")
             result["vectors_total"] = int(await db.fetchval("SELECT count(*) FROM search_vectors"))
             await db.execute("ANALYZE search_vectors")
-        qs = corpus.queries(queries)
-        modes = ["text", "semantic", "hybrid"] if runtime.semantic else ["text"]
-        for label, user_id, size in (("10k", little, small), ("100k", big, large)):
-            per: dict[str, Any] = {"messages": size}
-            for mode in modes:
-                await _latencies(svc, user_id, qs[:10], mode)  # warm the caches
-                per[mode] = await _latencies(svc, user_id, qs, mode)
-                lat = per[mode]["latency_ms"]
-                log(f"  {label} {mode}: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms")
-            result[f"user_{label}"] = per
-        return result
+        if reuse:
+            await db.execute(
+                "CREATE TABLE bench_search_loaded (total int, big uuid, little uuid)"
+            )
+            await db.execute("INSERT INTO bench_search_loaded VALUES ($1, $2, $3)", total, big,
+                             little)  # fmt: skip
+        return await _measure(svc, runtime, queries, little, big, sizes, result, log)
     finally:
         await close_search(runtime)
         await db.close()
+
+
+KEPT_DATABASE = "memoryd_bench_search"
+
+
+async def kept_database(admin_dsn: str) -> str:
+    """The DSN of the search corpus' own database (``--search-reuse``), migrated."""
+    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{KEPT_DATABASE}"))
+    await create_database_if_missing(admin_dsn, KEPT_DATABASE)
+    await migrate(dsn)
+    return dsn
+
+
+async def _loaded(db: Database, total: int) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The two measured users of a corpus of ``total`` messages loaded by an earlier run."""
+    if not await db.fetchval("SELECT to_regclass('bench_search_loaded') IS NOT NULL"):
+        return None
+    row = await db.fetchrow("SELECT big, little FROM bench_search_loaded WHERE total = $1", total)
+    return (row["big"], row["little"]) if row else None
+
+
+async def _measure(svc: Services, runtime: Any, queries: int,
+                   little: uuid.UUID, big: uuid.UUID, sizes: tuple[int, int],
+                   result: dict[str, Any], log: Log) -> dict[str, Any]:  # fmt: skip
+    """Query latency per mode for the two measured users; the same queries in every run
+    (drawn from the corpus' vocabulary by a generator of their own)."""
+    small, large = sizes
+    corpus = Corpus()
+    corpus.rng.seed(16)
+    qs = corpus.queries(queries)
+    modes = ["text", "semantic", "hybrid"] if runtime.semantic else ["text"]
+    for label, user_id, size in (("10k", little, small), ("100k", big, large)):
+        per: dict[str, Any] = {"messages": size}
+        for mode in modes:
+            await _latencies(svc, user_id, qs[:10], mode)  # warm the caches
+            per[mode] = await _latencies(svc, user_id, qs, mode)
+            lat = per[mode]["latency_ms"]
+            log(f"  {label} {mode}: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms")
+        result[f"user_{label}"] = per
+    return result

@@ -166,7 +166,11 @@ class SearchStore:
         w = _Where(args)
         tsquery = f"{parser}(cfg.c, {w.param(text)})"
         mem_where = w.memory(f) + w.created(f, "m.created_at")
-        msg_where = w.memory(f) + w.message(f)
+        by_memory = w.memory(f)
+        msg_where = by_memory + w.message(f)
+        # The memory is joined only for a filter on it: a frequent word matches thousands
+        # of messages, and a join per match would cost more than the ranking.
+        joined = "JOIN memories m ON m.id = msg.memory_id" if by_memory else ""
         rows = await conn.fetch(
             f"""WITH cfg AS MATERIALIZED (
                     SELECT memoryd_ts_config(language) AS c FROM users WHERE id = $1),
@@ -177,7 +181,7 @@ class SearchStore:
                  WHERE m.user_id = $1 AND m.search_tsv @@ q.tq {mem_where})
                 UNION ALL
                 (SELECT msg.memory_id, msg.id, ts_rank(msg.search_tsv, q.tq)
-                 FROM messages msg JOIN memories m ON m.id = msg.memory_id, q
+                 FROM messages msg {joined}, q
                  WHERE msg.user_id = $1 AND msg.search_tsv @@ q.tq {msg_where})
                 ORDER BY score DESC, message_id NULLS FIRST, memory_id LIMIT {w.param(limit)}""",
             *args,

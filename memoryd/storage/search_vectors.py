@@ -20,10 +20,6 @@ from memoryd.storage.database import Database
 EXACT_BELOW = 20_000  # a user's vectors: up to this many, searched exactly
 
 
-def _literal(vector: Sequence[float]) -> str:
-    return "[" + ",".join(f"{x:.6g}" for x in vector) + "]"
-
-
 async def pgvector_available(db: Database) -> bool:
     return bool(await db.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'vector'"))
 
@@ -82,17 +78,22 @@ class PgVectorStore:
         if not items:
             return
         try:
+            # The vectors travel as one flat float4[] (asyncpg's binary array encoding,
+            # no text formatting of every float), cut into rows by the statement.
+            dimension = len(items[0].vector)
+            flat = [x for i in items for x in i.vector]
             await self.db.execute(
                 """INSERT INTO search_vectors (doc_id, user_id, memory_id, message_id, model,
                        embedding)
-                   SELECT d.doc_id, $1, d.memory_id, d.message_id, $2, d.embedding::vector
-                   FROM unnest($3::text[], $4::uuid[], $5::uuid[], $6::text[])
-                        AS d(doc_id, memory_id, message_id, embedding)
+                   SELECT d.doc_id, $1, d.memory_id, d.message_id, $2,
+                          ($6::real[])[(d.n - 1) * $7 + 1 : d.n * $7]::vector
+                   FROM unnest($3::text[], $4::uuid[], $5::uuid[]) WITH ORDINALITY
+                        AS d(doc_id, memory_id, message_id, n)
                    ON CONFLICT (doc_id) DO UPDATE SET embedding = EXCLUDED.embedding,
                        model = EXCLUDED.model, updated_at = now()
                    WHERE search_vectors.user_id = EXCLUDED.user_id""",
                 user_id, model, [i.doc_id for i in items], [i.memory_id for i in items],
-                [i.message_id for i in items], [_literal(i.vector) for i in items],
+                [i.message_id for i in items], flat, dimension,
             )  # fmt: skip
         except asyncpg.ForeignKeyViolationError:
             if len(items) == 1:
@@ -121,12 +122,12 @@ class PgVectorStore:
             rows = await conn.fetch(
                 """SELECT doc_id, memory_id, message_id, score FROM (
                        SELECT doc_id, memory_id, message_id,
-                              1 - (embedding <=> $2::vector) AS score
+                              1 - (embedding <=> $2::real[]::vector) AS score
                        FROM search_vectors WHERE user_id = $1
-                       ORDER BY embedding <=> $2::vector LIMIT $3) nearest
+                       ORDER BY embedding <=> $2::real[]::vector LIMIT $3) nearest
                    ORDER BY score DESC""",
                 user_id,
-                _literal(vector),
+                list(vector),
                 limit,
             )
         return [VectorMatch(r["doc_id"], r["memory_id"], r["message_id"], float(r["score"]))
