@@ -210,3 +210,16 @@ async def test_concurrent_sends_of_one_user_with_files_all_succeed(api: Api) -> 
         # Quoted: exact matches only (the other words are typos of each other).
         found = [m for m, _ in _matches(await search(user, f'"{word}"', mode="text"))]
         assert sorted(found) == sorted([sent[i]["id"], sent[7 - i]["id"]]), word
+
+
+async def test_an_edit_of_the_content_keeps_the_file_names(premium: Api) -> None:
+    user = premium
+    memory = await _memory(user)
+    word = f"deed{uuid.uuid4().hex[:6]}"
+    sent = await _send(user, memory, "the pelicans", await _file(user, f"{word}.pdf"))
+    path = f"/api/memories/{memory}/messages/{sent['id']}"
+    assert (await user.patch(path, json={"content": "the flamingos"})).status == 200
+    assert (await search(user, "pelicans", mode="text"))["results"] == []
+    [(found, snippet)] = _matches(await search(user, word, mode="text"))
+    assert found == sent["id"]
+    assert plain(snippet) == f"the flamingos {word}.pdf"
