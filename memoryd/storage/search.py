@@ -2,8 +2,9 @@
 snippets, and the queue of documents whose embedding is stale.
 
 Documents are a memory's own text (``mem:<id>``) and each message (``msg:<id>``). The
-full text vectors and trigram text are kept by triggers (migration 0005), so every write
-path is indexed in its own transaction. Every query here is scoped by ``user_id``.
+full text vectors and trigram text are kept by triggers (migrations 0005, and 0007 for the
+names of a message's files), so every write path is indexed in its own transaction. Every
+query here is scoped by ``user_id``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ _HEADLINE = (
     f'StartSel="{START}", StopSel="{STOP}", MaxWords=30, MinWords=12, ShortWord=2, '
     'MaxFragments=2, FragmentDelimiter=" … "'
 )
+# Put after each run of punctuation in a file name for ts_headline, then removed: its
+# parser reads `invoice-march.pdf` as one token, `invoice-\x01march.\x01pdf` as three words,
+# so a word of the name is marked.
+_CUT = "\x01"
 _WORD = re.compile(r"\w+", re.UNICODE)
 _MAX_WORDS = 16
 _MAX_FUZZY_WORDS = 6
@@ -68,7 +73,7 @@ class MessageText:
     is_ai_generated: bool
     headline: str  # ts_headline's fragments, with START/STOP marks
     matched: bool  # the full text query matched (else the headline has no marks)
-    content: str
+    content: str  # the message's content, then its files' names
 
 
 @dataclass(frozen=True)
@@ -265,24 +270,33 @@ class SearchStore:
     async def message_texts(
         self, user_id: UUID, ids: Sequence[UUID], query: str | None
     ) -> dict[UUID, MessageText]:
-        """The messages with ``ts_headline`` fragments for ``query`` (marked START/STOP)."""
+        """The messages with ``ts_headline`` fragments for ``query`` (marked START/STOP).
+
+        A message's text here is its content followed by its files' names (they are in its
+        full text vector too, migration 0007), so a match on a name gets a snippet."""
         rows = await self.db.fetch(
             f"""WITH q AS MATERIALIZED (
                     SELECT u.c, websearch_to_tsquery(u.c, coalesce($3, '')) AS tq
                     FROM (SELECT memoryd_ts_config(language) AS c FROM users
-                          WHERE id = $1) u)
-                SELECT msg.id, msg.memory_id, msg.seq, msg.created_at, msg.is_ai_generated,
-                       left(msg.content, 20000) AS content,
-                       msg.search_tsv @@ q.tq AS matched,
-                       CASE WHEN msg.search_tsv @@ q.tq
-                            THEN ts_headline(q.c, left(msg.content, 20000), q.tq,
-                                             '{_HEADLINE}')
+                          WHERE id = $1) u),
+                d AS (
+                    SELECT msg.*, nullif(left(msg.content, 20000), '') AS body,
+                           memoryd_message_file_names(msg.user_id, msg.id) AS names
+                    FROM messages msg WHERE msg.user_id = $1 AND msg.id = ANY($2::uuid[]))
+                SELECT d.id, d.memory_id, d.seq, d.created_at, d.is_ai_generated,
+                       concat_ws(' ', d.body, d.names) AS content,
+                       d.search_tsv @@ q.tq AS matched,
+                       CASE WHEN d.search_tsv @@ q.tq
+                            THEN replace(ts_headline(q.c, concat_ws(' ', d.body,
+                                     regexp_replace(d.names, '([^[:alnum:][:space:]]+)',
+                                                    '\\1' || $4, 'g')),
+                                     q.tq, '{_HEADLINE}'), $4, '')
                             ELSE '' END AS headline
-                FROM messages msg, q
-                WHERE msg.user_id = $1 AND msg.id = ANY($2::uuid[])""",
+                FROM d, q""",
             user_id,
             list(ids),
             query,
+            _CUT,
         )
         return {r["id"]: MessageText(**dict(r.items())) for r in rows}
 
