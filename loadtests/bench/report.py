@@ -293,11 +293,15 @@ def markdown(report: dict[str, Any]) -> str:
                     + (f"{emb['p50']:.2f} / {emb['p99']:.2f}" if emb else "-")
                     + f" | {v['with_results']}/{v['queries']} |"
                 )
-        text = search["text_indexing"]
+        text = search.get("text_indexing")
         lines += [
             "",
-            f"Indexing: {text['messages_per_s']:.0f} messages/s stored through sends with the "
-            "search triggers (full text, vocabulary) on"
+            (
+                f"Indexing: {text['messages_per_s']:.0f} messages/s stored through sends with the "
+                "search triggers (full text, vocabulary) on"
+                if text
+                else "Indexing: not measured (a corpus loaded by an earlier run, --search-reuse)"
+            )
             + "".join(
                 f"; {search[k]['documents_per_s']:.0f} documents/s embedded ({search['embedder']})"
                 f" and stored ({search['vector_store']}) for {search[k]['documents']} documents"

@@ -280,8 +280,17 @@ async def run(dsn: str, tokens: TokenIssuer, *, total: int, sizes: tuple[int, in
             if loaded is not None:
                 log(f"search: reusing the {total} messages loaded before (--search-reuse)")
                 big, little = loaded
-                return await _measure(svc, runtime, queries, little, big, sizes,
-                                      {"reused": True}, log)  # fmt: skip
+                reused: dict[str, Any] = {
+                    "reused": True,
+                    "messages_total": int(await db.fetchval("SELECT count(*) FROM messages")),
+                    "embedder": runtime.embedder.model if runtime.embedder else None,
+                    "vector_store": runtime.vectors.name if runtime.vectors else None,
+                }
+                if runtime.semantic:
+                    reused["vectors_total"] = int(
+                        await db.fetchval("SELECT count(*) FROM search_vectors")
+                    )
+                return await _measure(svc, runtime, queries, little, big, sizes, reused, log)
         others_total = max(0, total - small - large)
         users = await _users(db, 2 + other_users)
         big, little, rest = users[0], users[1], users[2:]
@@ -324,9 +333,7 @@ async def run(dsn: str, tokens: TokenIssuer, *, total: int, sizes: tuple[int, in
             result["vectors_total"] = int(await db.fetchval("SELECT count(*) FROM search_vectors"))
             await db.execute("ANALYZE search_vectors")
         if reuse:
-            await db.execute(
-                "CREATE TABLE bench_search_loaded (total int, big uuid, little uuid)"
-            )
+            await db.execute("CREATE TABLE bench_search_loaded (total int, big uuid, little uuid)")
             await db.execute("INSERT INTO bench_search_loaded VALUES ($1, $2, $3)", total, big,
                              little)  # fmt: skip
         return await _measure(svc, runtime, queries, little, big, sizes, result, log)

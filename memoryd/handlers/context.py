@@ -50,6 +50,7 @@ class Services:
     google: GoogleOAuth | None = None
     whatsapp: WhatsAppBridge | None = None  # set when WHATSAPP_APP_SECRET is configured
     wake_jobs: Callable[[], None] = lambda: None  # a job was enqueued: run it now
+    wake_embedding: Callable[[], None] = lambda: None  # a write queued a document to embed
     ai: AIRuntime = field(default_factory=AIRuntime)  # Memo: provider, limits, metrics
     # files: blob stores by name ("local" always, "s3" when configured); voice: recognizer
     blobs: dict[str, BlobStore] = field(default_factory=dict)
@@ -61,6 +62,7 @@ class Services:
         committed = [e for e in events if e is not None]
         if committed:
             self.events.publish(user_id, committed)
+            self.wake_embedding()  # its write may have queued an embedding (the triggers)
 
 
 __all__ = ["Caller", "EventSink", "NoDelivery", "Services"]

@@ -20,7 +20,14 @@ from memoryd.bridges.vectors import parse_doc_id
 from memoryd.errors import ValidationFailed
 from memoryd.handlers.context import Caller, Services
 from memoryd.handlers.rbac import Permission
-from memoryd.handlers.search_rank import Group, fuse, fuzzy_snippet, group, marked
+from memoryd.handlers.search_rank import (
+    Group,
+    SimilarWords,
+    fuse,
+    fuzzy_snippet,
+    group,
+    marked,
+)
 from memoryd.protocol.search import MessageMatch, SearchPage, SearchRequest, SearchResult
 from memoryd.storage.ai import Snippet
 from memoryd.storage.search import Hit, SearchFilter, query_words
@@ -201,7 +208,7 @@ async def _results(
     texts = await store.message_texts(user_id, message_ids, query)
     own = [g.memory_id for g in page if g.own is not None]
     headlines = await store.memory_headlines(user_id, own, query) if own else {}
-    words = query_words(query)
+    words = SimilarWords(query_words(query))
     results = []
     for g in page:
         memory = memories.get(g.memory_id)

@@ -1,13 +1,21 @@
-"""The durable ``search.embed`` job: one per user, fed by the triggers of migration 0005.
+"""Embedding the queue the triggers fill (``search_embed_queue``, migrations 0005, 0009).
 
-A write queues its document (``search_embed_queue``) and sets the user's job pending in
-its own transaction. The job embeds the queue in batches, upserts or deletes the vectors,
-and removes what it did; a failure retries with backoff and resumes from the queue. It
-finishes only if no write queued more meanwhile (the job's ``gen``).
+A write queues its document in its own transaction. Each node with an embedder runs an
+`EmbedSweeper`: woken by its own writes (and every ``interval`` for other nodes'), it
+leases the oldest queued documents of any users, embeds them in one batch, upserts or
+deletes their vectors, and removes what it did; a failure leaves them queued, and the
+sweep backs off and tries again. So a busy server embeds many
+users' messages per round trip instead of running a job per message.
+
+``memoryd reindex`` drains the queue one user at a time (`embed_queued`). The per-user
+``search.embed`` job of migration 0005 is still run for jobs queued before 0009.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +26,10 @@ from memoryd.handlers.context import Services
 from memoryd.handlers.jobs import RetryLater
 from memoryd.handlers.search_runtime import SearchRuntime
 from memoryd.storage.jobs import Job
+from memoryd.storage.search import EmbedDoc
 from memoryd.storage.store import Storage
+
+log = logging.getLogger("memoryd.search")
 
 EMBED = "search.embed"
 BULK_ABOVE = 20_000  # documents: a full reindex past this rebuilds the HNSW index once
@@ -54,6 +65,104 @@ async def embed_queued(
         if progress is not None:
             progress(len(docs))
     return done
+
+
+async def embed_sweep(storage: Storage, runtime: SearchRuntime, *, lease_seconds: float) -> int:
+    """One sweep: the oldest queued documents of any users, embedded and stored in one
+    batch, then dequeued; the count (0: the queue had nothing free)."""
+    embedder, vectors = runtime.embedder, runtime.vectors
+    assert embedder is not None and vectors is not None
+    store = storage.search
+    docs = await store.lease_queued(embedder.batch_size, lease_seconds)
+    if not docs:
+        return 0
+    try:
+        await _store_vectors(runtime, docs)
+    except Exception:
+        # Back in the queue at once (not when the lease ends), for the next try.
+        with contextlib.suppress(Exception):  # the database is down too: the lease ends
+            await store.release(docs)
+        raise
+    await store.dequeue(docs)
+    return len(docs)
+
+
+async def _store_vectors(runtime: SearchRuntime, docs: list[EmbedDoc]) -> None:
+    embedder, vectors = runtime.embedder, runtime.vectors
+    assert embedder is not None and vectors is not None
+    live = [d for d in docs if d.text and d.memory_id is not None]
+    gone: dict[UUID, list[str]] = {}
+    for d in docs:
+        if not (d.text and d.memory_id is not None) and d.user_id is not None:
+            gone.setdefault(d.user_id, []).append(d.doc_id)
+    for user_id, doc_ids in gone.items():
+        await vectors.delete(user_id, doc_ids)
+    if live:
+        embeddings = await embedder.embed([d.text or "" for d in live])
+        items: dict[UUID, list[VectorItem]] = {}
+        for d, v in zip(live, embeddings, strict=True):
+            assert d.user_id is not None and d.memory_id is not None
+            items.setdefault(d.user_id, []).append(
+                VectorItem(d.doc_id, d.memory_id, d.message_id, v)
+            )
+        await vectors.upsert_many(items, embedder.model)
+
+
+class EmbedSweeper:
+    """A node's sweeps of the embedding queue, one at a time.
+
+    `wake` (a write on this node queued a document) starts a sweep after ``linger``
+    seconds, so that a burst of sends is embedded in one batch; without a wake a sweep
+    runs every ``interval`` (other nodes' writes, leases that ran out). A sweep repeats
+    while the queue has more. A failure (the embedder is down) backs off, doubling up to
+    ``max_backoff``; the documents it had stay queued.
+    """
+
+    def __init__(
+        self, storage: Storage, runtime: SearchRuntime, *, interval: float = 1.0,
+        linger: float = 0.02, lease_seconds: float = 30.0, max_backoff: float = 30.0,
+    ) -> None:  # fmt: skip
+        self.storage, self.runtime = storage, runtime
+        self.interval, self.linger = interval, linger
+        self.lease_seconds, self.max_backoff = lease_seconds, max_backoff
+        self._woken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.swept = 0  # documents embedded or removed by this node
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="memoryd-embed-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.0
+        while True:
+            if backoff:
+                await asyncio.sleep(backoff)
+            else:
+                try:
+                    await asyncio.wait_for(self._woken.wait(), self.interval)
+                    await asyncio.sleep(self.linger)
+                except TimeoutError:
+                    pass
+            self._woken.clear()
+            try:
+                while (n := await embed_sweep(self.storage, self.runtime,
+                                              lease_seconds=self.lease_seconds)):  # fmt: skip
+                    self.swept += n
+                backoff = 0.0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                backoff = min(self.max_backoff, max(0.25, backoff * 2))
+                log.warning("embedding sweep failed; retrying in %.2f s", backoff, exc_info=True)
 
 
 def job_handler(svc: Services) -> Callable[[Job], Awaitable[Any]]:

@@ -65,16 +65,31 @@ def trigrams(word: str) -> set[str]:
     return {padded[i : i + 3] for i in range(len(padded) - 2)}
 
 
-def _similar(word: str, wanted: Sequence[str]) -> bool:
-    lower = word.lower()
-    grams = trigrams(lower)
-    for w in wanted:
-        if lower.startswith(w):
-            return True
-        other = trigrams(w)  # pg_trgm's similarity of two words
-        if len(grams & other) / len(grams | other) >= WORD_SIMILARITY:
-            return True
-    return False
+class SimilarWords:
+    """Whether a word of a text is one of the query's words with a typo or a prefix of
+    it: pg_trgm's similarity, the query's trigrams made once, each text word judged
+    once (a page of snippets repeats the same words)."""
+
+    __slots__ = ("_judged", "_wanted")
+
+    def __init__(self, words: Sequence[str]) -> None:
+        self._wanted = [(w, trigrams(w)) for w in words]
+        self._judged: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._wanted)
+
+    def __call__(self, word: str) -> bool:
+        lower = word.lower()
+        found = self._judged.get(lower)
+        if found is None:
+            grams = trigrams(lower)
+            found = any(
+                lower.startswith(w) or len(grams & g) / len(grams | g) >= WORD_SIMILARITY
+                for w, g in self._wanted
+            )
+            self._judged[lower] = found
+        return found
 
 
 def marked(headline: str) -> str:
@@ -82,11 +97,12 @@ def marked(headline: str) -> str:
     return html.escape(headline).replace(START, "<mark>").replace(STOP, "</mark>")
 
 
-def fuzzy_snippet(text: str, words: Sequence[str]) -> str:
+def fuzzy_snippet(text: str, words: Sequence[str] | SimilarWords) -> str:
     """A window of ``text`` around the first word similar to one of ``words`` (a typo or
     a prefix), those words marked; the start of the text when none is."""
+    similar = words if isinstance(words, SimilarWords) else SimilarWords(words)
     tokens = list(_WORD.finditer(text))
-    hits = [i for i, m in enumerate(tokens) if words and _similar(m.group(), words)]
+    hits = [i for i, m in enumerate(tokens) if similar and similar(m.group())]
     if not tokens:
         return html.escape(text[:200])
     start_token = max(0, (hits[0] if hits else 0) - _SNIPPET_WORDS // 3)

@@ -224,10 +224,22 @@ async def _search_ctx(app: web.Application) -> AsyncIterator[None]:
     """Search: the embedder and the vector store (pgvector or Pinecone), when configured."""
     services = app[SERVICES]
     services.search = await open_search(app[SETTINGS], services.store)
+    sweeper = None
+    if services.search.semantic:  # this node embeds the queue, woken by its own writes
+        sweeper = search_jobs.EmbedSweeper(services.store, services.search)
+        services.wake_embedding = sweeper.wake
+        sweeper.start()
     try:
         yield
     finally:
+        services.wake_embedding = _nothing
+        if sweeper is not None:
+            await sweeper.stop()
         await close_search(services.search)
+
+
+def _nothing() -> None:
+    pass
 
 
 async def _acks_ctx(app: web.Application) -> AsyncIterator[None]:

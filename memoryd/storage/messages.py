@@ -13,7 +13,6 @@ import msgspec
 
 from memoryd.errors import Conflict, NotFound, ValidationFailed
 from memoryd.protocol.models import Deleted, Event, Message
-from memoryd.storage.group_commit import GroupCommit
 from memoryd.storage.database import Database, Observe
 from memoryd.storage.events import append_event, event_of
 from memoryd.storage.files import (
@@ -22,6 +21,7 @@ from memoryd.storage.files import (
     finished_transcripts,
     with_files,
 )
+from memoryd.storage.group_commit import GroupCommit
 from memoryd.storage.jobs import NewJob, enqueue
 from memoryd.storage.rows import MESSAGE_COLUMNS, set_clause, to_model, to_models
 from memoryd.storage.whatsapp import PROVIDER as WHATSAPP

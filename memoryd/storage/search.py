@@ -38,6 +38,10 @@ _HEADLINE = (
 _CUT = "\x01"
 _WORD = re.compile(r"\w+", re.UNICODE)
 _MAX_WORDS = 16
+# Typo and prefix matches read at most this many messages: they rank below every exact
+# match, and a prefix of a common word ("nem") matches thousands.
+FUZZY_CANDIDATES = 1000
+_MAX_COMPLETIONS = 10  # vocabulary words a prefix stands for
 _MAX_FUZZY_WORDS = 6
 
 
@@ -85,6 +89,7 @@ class EmbedDoc:
     memory_id: UUID | None
     message_id: UUID | None
     text: str | None
+    user_id: UUID | None = None
 
 
 def query_words(text: str) -> list[str]:
@@ -165,8 +170,12 @@ class SearchStore:
         return await self._ranked(self.db, user_id, "websearch_to_tsquery", query, f, limit)
 
     async def _ranked(
-        self, conn: Any, user_id: UUID, parser: str, text: str, f: SearchFilter, limit: int
-    ) -> list[Hit]:
+        self, conn: Any, user_id: UUID, parser: str, text: str, f: SearchFilter, limit: int,
+        *, candidates: int | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        """Ranked hits of a tsquery. With ``candidates``, only that many matching messages
+        are read and ranked: a prefix or a correction of a common word matches thousands,
+        and reading every one of them (not the ranking) is what costs."""
         args: list[Any] = [user_id]
         w = _Where(args)
         tsquery = f"{parser}(cfg.c, {w.param(text)})"
@@ -176,6 +185,7 @@ class SearchStore:
         # The memory is joined only for a filter on it: a frequent word matches thousands
         # of messages, and a join per match would cost more than the ranking.
         joined = "JOIN memories m ON m.id = msg.memory_id" if by_memory else ""
+        cap = f"LIMIT {int(candidates)}" if candidates is not None else ""
         rows = await conn.fetch(
             f"""WITH cfg AS MATERIALIZED (
                     SELECT memoryd_ts_config(language) AS c FROM users WHERE id = $1),
@@ -185,53 +195,61 @@ class SearchStore:
                  FROM memories m, q
                  WHERE m.user_id = $1 AND m.search_tsv @@ q.tq {mem_where})
                 UNION ALL
-                (SELECT msg.memory_id, msg.id, ts_rank(msg.search_tsv, q.tq)
-                 FROM messages msg {joined}, q
-                 WHERE msg.user_id = $1 AND msg.search_tsv @@ q.tq {msg_where})
+                (SELECT c.memory_id, c.id, ts_rank(c.search_tsv, q.tq)
+                 FROM (SELECT msg.memory_id, msg.id, msg.search_tsv
+                       FROM messages msg {joined}, q
+                       WHERE msg.user_id = $1 AND msg.search_tsv @@ q.tq {msg_where}
+                       {cap}) c, q)
                 ORDER BY score DESC, message_id NULLS FIRST, memory_id LIMIT {w.param(limit)}""",
             *args,
         )
         return _hits(rows)
 
-    async def corrections(self, user_id: UUID, words: Sequence[str]) -> dict[str, list[str]]:
-        """Up to three words of the user's own vocabulary close to each of ``words`` by
-        pg_trgm similarity ("castel" -> "castle")."""
-        typos = [w for w in words if len(w) >= MIN_TRIGRAM_CHARS]
-        if not typos:
+    async def alternatives(self, user_id: UUID, words: Sequence[str]) -> dict[str, list[str]]:
+        """For each of ``words``, words of the user's own vocabulary it may stand for: up
+        to three close ones by pg_trgm similarity (a typo: "castel" -> "castle") and up to
+        ten it begins (a prefix: "vacc" -> "vaccine", shortest first). One round trip,
+        on the vocabulary's indexes only: a prefix of a common word expanded inside the
+        full text index would walk every user's matching words."""
+        if not words:
             return {}
-        async with self.db.transaction() as conn:
-            await conn.execute(f"SET LOCAL pg_trgm.similarity_threshold = {WORD_SIMILARITY:.2f}")
-            rows = await conn.fetch(
-                """SELECT q.w, v.word FROM unnest($2::text[]) AS q(w)
-                   CROSS JOIN LATERAL (
-                       SELECT word FROM search_words
-                       WHERE user_id = $1 AND word % q.w AND word <> q.w
-                       ORDER BY similarity(word, q.w) DESC, word LIMIT 3) v""",
-                user_id,
-                typos,
-            )
+        # `%` finds candidates by the trigram index at pg_trgm's default threshold (0.3);
+        # the similarity filter then keeps what is close enough to correct.
+        rows = await self.db.fetch(
+            f"""SELECT q.w, v.word FROM unnest($2::text[]) AS q(w)
+                CROSS JOIN LATERAL (
+                    (SELECT word FROM search_words
+                     WHERE length(q.w) >= {MIN_TRIGRAM_CHARS} AND user_id = $1
+                       AND word % q.w AND word <> q.w
+                       AND similarity(word, q.w) >= {WORD_SIMILARITY:.2f}
+                     ORDER BY similarity(word, q.w) DESC, word LIMIT 3)
+                    UNION ALL
+                    (SELECT word FROM search_words
+                     WHERE user_id = $1 AND word >= q.w AND word < q.w || chr(1114111)
+                     ORDER BY length(word), word LIMIT {_MAX_COMPLETIONS})) v""",
+            user_id,
+            list(words),
+        )
         out: dict[str, list[str]] = {}
         for r in rows:
-            out.setdefault(r["w"], []).append(r["word"])
+            found = out.setdefault(r["w"], [])
+            if r["word"] not in found:
+                found.append(r["word"])
         return out
 
     async def fuzzy(self, user_id: UUID, query: str, f: SearchFilter, *, limit: int) -> list[Hit]:
-        """Typos and prefixes: every word of the query as a prefix (``vacc`` finds
-        vaccination) or replaced by close words of the user's vocabulary (``castel`` finds
+        """Typos and prefixes: every word of the query replaced by the words of the user's
+        vocabulary it begins (``vacc`` finds vaccination) or is close to (``castel`` finds
         castle), any word; ranked by ``ts_rank`` (more of the words rank higher)."""
-        words = query_words(query)[:_MAX_FUZZY_WORDS]
-        if not words:
-            return []
-        fixes = await self.corrections(user_id, words)
-        terms = []
-        for word in words:
-            if "'" in word:
-                continue
-            alternatives = [f"'{word}':*", *(f"'{c}'" for c in fixes.get(word, []) if "'" not in c)]
-            terms.append("(" + " | ".join(alternatives) + ")")
+        words = [w for w in query_words(query)[:_MAX_FUZZY_WORDS] if "'" not in w]
+        found = await self.alternatives(user_id, words)
+        terms = [" | ".join(f"'{a}'" for a in found[w] if "'" not in a) for w in words
+                 if found.get(w)]  # fmt: skip
         if not terms:
             return []
-        return await self._ranked(self.db, user_id, "to_tsquery", " | ".join(terms), f, limit)
+        tsquery = " | ".join(f"({t})" for t in terms)
+        return await self._ranked(self.db, user_id, "to_tsquery", tsquery, f, limit,
+                                  candidates=FUZZY_CANDIDATES)  # fmt: skip
 
     async def resolve(self, user_id: UUID, hits: Sequence[Hit], f: SearchFilter) -> list[Hit]:
         """The hits (from a vector store) that are still the user's, pass the filters and
@@ -386,6 +404,44 @@ class SearchStore:
             limit,
         )
         return [EmbedDoc(**dict(r.items())) for r in rows]
+
+    async def lease_queued(self, limit: int, lease_seconds: float) -> list[EmbedDoc]:
+        """The oldest queued documents of any users that no other sweep holds, leased
+        for ``lease_seconds`` (committed at once: no lock is held while they embed),
+        with their text now."""
+        rows = await self.db.fetch(
+            """WITH picked AS (
+                   SELECT doc_id FROM search_embed_queue
+                   WHERE leased_until IS NULL OR leased_until < now()
+                   ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+               leased AS (
+                   UPDATE search_embed_queue qu
+                   SET leased_until = now() + make_interval(secs => $2)
+                   FROM picked WHERE qu.doc_id = picked.doc_id
+                   RETURNING qu.doc_id, qu.user_id, qu.queued_at, qu.deleted)
+               SELECT l.doc_id, l.user_id, l.queued_at,
+                      coalesce(msg.memory_id, m.id) AS memory_id, msg.id AS message_id,
+                      CASE WHEN l.deleted THEN NULL
+                           WHEN msg.id IS NOT NULL THEN msg.content
+                           ELSE m.search_text END AS text
+               FROM leased l
+               LEFT JOIN messages msg ON l.doc_id LIKE 'msg:%'
+                    AND msg.id = substr(l.doc_id, 5)::uuid AND msg.user_id = l.user_id
+               LEFT JOIN memories m ON l.doc_id LIKE 'mem:%'
+                    AND m.id = substr(l.doc_id, 5)::uuid AND m.user_id = l.user_id
+               ORDER BY l.queued_at""",
+            limit,
+            lease_seconds,
+        )
+        return [EmbedDoc(**dict(r.items())) for r in rows]
+
+    async def release(self, docs: Sequence[EmbedDoc]) -> None:
+        """End the lease of documents a failed sweep could not embed."""
+        if docs:
+            await self.db.execute(
+                "UPDATE search_embed_queue SET leased_until = NULL WHERE doc_id = ANY($1::text[])",
+                [d.doc_id for d in docs],
+            )
 
     async def dequeue(self, docs: Sequence[EmbedDoc]) -> None:
         """Remove what was embedded, unless it was queued again meanwhile (a newer edit)."""

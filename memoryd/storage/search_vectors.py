@@ -9,7 +9,7 @@ is scoped by ``user_id``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 import asyncpg
@@ -75,31 +75,36 @@ class PgVectorStore:
         return None if existing is None else int(existing)
 
     async def upsert(self, user_id: UUID, items: Sequence[VectorItem], model: str) -> None:
-        if not items:
+        await self.upsert_many({user_id: items}, model)
+
+    async def upsert_many(self, items: Mapping[UUID, Sequence[VectorItem]], model: str) -> None:
+        rows = [(user_id, i) for user_id, mine in items.items() for i in mine]
+        if not rows:
             return
         try:
             # The vectors travel as one flat float4[] (asyncpg's binary array encoding,
             # no text formatting of every float), cut into rows by the statement.
-            dimension = len(items[0].vector)
-            flat = [x for i in items for x in i.vector]
+            dimension = len(rows[0][1].vector)
+            flat = [x for _, i in rows for x in i.vector]
             await self.db.execute(
                 """INSERT INTO search_vectors (doc_id, user_id, memory_id, message_id, model,
                        embedding)
-                   SELECT d.doc_id, $1, d.memory_id, d.message_id, $2,
+                   SELECT d.doc_id, d.user_id, d.memory_id, d.message_id, $1,
                           ($6::real[])[(d.n - 1) * $7 + 1 : d.n * $7]::vector
-                   FROM unnest($3::text[], $4::uuid[], $5::uuid[]) WITH ORDINALITY
-                        AS d(doc_id, memory_id, message_id, n)
+                   FROM unnest($2::text[], $3::uuid[], $4::uuid[], $5::uuid[]) WITH ORDINALITY
+                        AS d(doc_id, user_id, memory_id, message_id, n)
                    ON CONFLICT (doc_id) DO UPDATE SET embedding = EXCLUDED.embedding,
                        model = EXCLUDED.model, updated_at = now()
                    WHERE search_vectors.user_id = EXCLUDED.user_id""",
-                user_id, model, [i.doc_id for i in items], [i.memory_id for i in items],
-                [i.message_id for i in items], flat, dimension,
+                model, [i.doc_id for _, i in rows], [u for u, _ in rows],
+                [i.memory_id for _, i in rows], [i.message_id for _, i in rows], flat,
+                dimension,
             )  # fmt: skip
         except asyncpg.ForeignKeyViolationError:
-            if len(items) == 1:
+            if len(rows) == 1:
                 return  # deleted while it was being embedded: nothing to store
-            for item in items:  # store the others
-                await self.upsert(user_id, [item], model)
+            for user_id, item in rows:  # store the others
+                await self.upsert_many({user_id: [item]}, model)
 
     async def delete(self, user_id: UUID, doc_ids: Sequence[str]) -> None:
         if doc_ids:
@@ -111,14 +116,18 @@ class PgVectorStore:
 
     async def query(self, user_id: UUID, vector: Sequence[float], limit: int) -> list[VectorMatch]:
         async with self.db.transaction() as conn:
+            # A plan for this user's size, never the statement's cached generic plan: one
+            # made for a small user (an exact scan) costs seconds for a large one.
+            settings = ["plan_cache_mode = force_custom_plan"]
             if await self._few(conn, user_id):
                 # A user with few vectors among many: the exact distance to each of them
                 # beats walking the shared HNSW graph past everyone else's (and is exact).
-                await conn.execute("SET LOCAL enable_indexscan = off")
+                settings.append("enable_indexscan = off")
             else:
-                await conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(limit), self.ef_search)}")
+                settings.append(f"hnsw.ef_search = {max(int(limit), self.ef_search)}")
                 if self._iterative:
-                    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                    settings.append("hnsw.iterative_scan = relaxed_order")
+            await conn.execute("; ".join(f"SET LOCAL {s}" for s in settings))
             rows = await conn.fetch(
                 """SELECT doc_id, memory_id, message_id, score FROM (
                        SELECT doc_id, memory_id, message_id,

@@ -180,10 +180,9 @@ async def test_concurrent_plain_sends_of_many_users_share_commits_and_stay_in_or
     calls = store.plain_sends.calls - before[1]
     assert calls >= 120 and batches < calls / 2  # most sends shared a commit
     for user_id, memory in users:
-        messages, _ = await store.page(user_id, memory.id, MessageWindow(limit=100, sort_order="asc"))
+        window = MessageWindow(limit=100, sort_order="asc")
+        messages, _ = await store.page(user_id, memory.id, window)
         assert [(m.seq, m.content) for m in messages] == [(n + 1, f"{n}") for n in range(10)]
         events = await EventStore(db).get_after(user_id, 0)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
-        assert [e.data["seq"] for e in events if e.type == "message.created"] == list(
-            range(1, 11)
-        )
+        assert [e.data["seq"] for e in events if e.type == "message.created"] == list(range(1, 11))

@@ -62,7 +62,8 @@ async def test_plain_and_transaction_sends_and_edits_of_one_user_never_deadlock(
             if i % 3 == 0:  # plain: one statement
                 writes.append(store.create(user.id, memory.id, NewMessage(text()), plain=PLAIN))
             elif i % 3 == 1:  # a reply: the transaction path
-                new = NewMessage(text(), parent_id=first.id if memory.id == first.memory_id else None)
+                parent = first.id if memory.id == first.memory_id else None
+                new = NewMessage(text(), parent_id=parent)
                 writes.append(store.create(user.id, memory.id, new, plan=_plan))
             else:
                 writes.append(store.update(user.id, first.id, {"content": text()}))

@@ -8,7 +8,7 @@ per user, a ``user_id`` column) and never answers with another user's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -39,6 +39,11 @@ class VectorStore(Protocol):
         ...
 
     async def upsert(self, user_id: UUID, items: Sequence[VectorItem], model: str) -> None: ...
+
+    async def upsert_many(self, items: Mapping[UUID, Sequence[VectorItem]], model: str) -> None:
+        """Several users' items (a sweep of the queue): in one request where the store
+        can, else one per user."""
+        ...
 
     async def delete(self, user_id: UUID, doc_ids: Sequence[str]) -> None: ...
 

@@ -9,7 +9,7 @@ synchronous (urllib3); calls run in a thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -39,6 +39,10 @@ class PineconeStore:
         stats = await self._call(self._index.describe_index_stats)
         found = getattr(stats, "dimension", None)
         return int(found) if found else None
+
+    async def upsert_many(self, items: Mapping[UUID, Sequence[VectorItem]], model: str) -> None:
+        for user_id, mine in items.items():  # a namespace per user: a request each
+            await self.upsert(user_id, mine, model)
 
     async def upsert(self, user_id: UUID, items: Sequence[VectorItem], model: str) -> None:
         ns = self.namespace(user_id)
