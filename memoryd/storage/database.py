@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,10 +28,28 @@ def _encode_json(value: Any) -> str:
     return _json_encode(value).decode()
 
 
+def pack_vector(vector: Sequence[float] | bytes) -> bytes:
+    """pgvector's binary form of a vector: dimension, a reserved 0, big-endian float4s."""
+    if isinstance(vector, bytes):
+        return vector  # packed already (an array of vectors is packed element by element)
+    return struct.pack(f">HH{len(vector)}f", len(vector), 0, *vector)
+
+
+def _unpack_vector(data: bytes) -> list[float]:
+    (dimension,) = struct.unpack_from(">H", data)
+    return list(struct.unpack_from(f">{dimension}f", data, 4))
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(
             typename, schema="pg_catalog", encoder=_encode_json, decoder=_json_decode
+        )
+    # pgvector's `vector` in binary, where the extension is (migrations create it before
+    # the pool opens): asyncpg's float-by-float array encoding costs 7x more.
+    with contextlib.suppress(ValueError):  # no such type here
+        await conn.set_type_codec(
+            "vector", encoder=pack_vector, decoder=_unpack_vector, format="binary"
         )
 
 

@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from memoryd.bridges.vectors import VectorItem, VectorMatch
-from memoryd.storage.database import Database
+from memoryd.storage.database import Database, pack_vector
 
 EXACT_BELOW = 20_000  # a user's vectors: up to this many, searched exactly
 
@@ -82,23 +82,20 @@ class PgVectorStore:
         if not rows:
             return
         try:
-            # The vectors travel as one flat float4[] (asyncpg's binary array encoding,
-            # no text formatting of every float), cut into rows by the statement.
-            dimension = len(rows[0][1].vector)
-            flat = [x for _, i in rows for x in i.vector]
+            # Each vector packed once in pgvector's binary form (`pack_vector`, the
+            # pool's codec): no text formatting or per-float encoding.
             await self.db.execute(
                 """INSERT INTO search_vectors (doc_id, user_id, memory_id, message_id, model,
                        embedding)
-                   SELECT d.doc_id, d.user_id, d.memory_id, d.message_id, $1,
-                          ($6::real[])[(d.n - 1) * $7 + 1 : d.n * $7]::vector
-                   FROM unnest($2::text[], $3::uuid[], $4::uuid[], $5::uuid[]) WITH ORDINALITY
-                        AS d(doc_id, user_id, memory_id, message_id, n)
+                   SELECT d.doc_id, d.user_id, d.memory_id, d.message_id, $1, d.embedding
+                   FROM unnest($2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::vector[])
+                        AS d(doc_id, user_id, memory_id, message_id, embedding)
                    ON CONFLICT (doc_id) DO UPDATE SET embedding = EXCLUDED.embedding,
                        model = EXCLUDED.model, updated_at = now()
                    WHERE search_vectors.user_id = EXCLUDED.user_id""",
                 model, [i.doc_id for _, i in rows], [u for u, _ in rows],
-                [i.memory_id for _, i in rows], [i.message_id for _, i in rows], flat,
-                dimension,
+                [i.memory_id for _, i in rows], [i.message_id for _, i in rows],
+                [pack_vector(i.vector) for _, i in rows],
             )  # fmt: skip
         except asyncpg.ForeignKeyViolationError:
             if len(rows) == 1:
@@ -131,12 +128,12 @@ class PgVectorStore:
             rows = await conn.fetch(
                 """SELECT doc_id, memory_id, message_id, score FROM (
                        SELECT doc_id, memory_id, message_id,
-                              1 - (embedding <=> $2::real[]::vector) AS score
+                              1 - (embedding <=> $2::vector) AS score
                        FROM search_vectors WHERE user_id = $1
-                       ORDER BY embedding <=> $2::real[]::vector LIMIT $3) nearest
+                       ORDER BY embedding <=> $2::vector LIMIT $3) nearest
                    ORDER BY score DESC""",
                 user_id,
-                list(vector),
+                pack_vector(vector),
                 limit,
             )
         return [VectorMatch(r["doc_id"], r["memory_id"], r["message_id"], float(r["score"]))
