@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,6 +71,54 @@ async def _init(conn: asyncpg.Connection) -> None:
     )
 
 
+Send = Callable[[int, int, uuid.UUID, uuid.UUID], Awaitable[None]]
+
+
+async def _closed_loops(
+    kind: str,
+    pairs: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    send: Send,
+    *,
+    concurrency: int,
+    duration: float,
+) -> dict[str, Any]:
+    """``concurrency`` workers, each sending (``send(worker, i, user, memory)``) as fast
+    as its last send returns, for ``duration`` seconds; each worker its share of pairs."""
+    latencies: list[float] = []
+    done = 0
+    stop_at = time.perf_counter() + duration
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        mine = pairs[w::concurrency] or pairs
+        i = 0
+        while time.perf_counter() < stop_at:
+            user_id, memory_id = mine[i % len(mine)]
+            t0 = time.perf_counter()
+            await send(w, i, user_id, memory_id)
+            latencies.append(time.perf_counter() - t0)
+            i += 1
+            done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    return {
+        "kind": kind,
+        "concurrency": concurrency,
+        "transactions": done,
+        "tps": done / elapsed,
+        "latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()},
+    }
+
+
+async def _connections(dsn: str, n: int) -> list[asyncpg.Connection]:
+    conns = [await asyncpg.connect(dsn) for _ in range(n)]
+    for c in conns:
+        await _init(c)
+    return conns
+
+
 async def raw(
     dsn: str,
     pairs: Sequence[tuple[uuid.UUID, uuid.UUID]],
@@ -80,49 +128,26 @@ async def raw(
     content: str,
 ) -> dict[str, Any]:
     """Closed loops of the send transaction on plain asyncpg connections."""
-    conns = [await asyncpg.connect(dsn) for _ in range(concurrency)]
-    for c in conns:
-        await _init(c)
-    latencies: list[float] = []
-    done = 0
-    stop_at = time.perf_counter() + duration
+    conns = await _connections(dsn, concurrency)
     run = uuid.uuid4().hex[:8]
 
-    async def worker(w: int, conn: asyncpg.Connection) -> None:
-        nonlocal done
-        mine = pairs[w::concurrency] or pairs
-        i = 0
-        while time.perf_counter() < stop_at:
-            user_id, memory_id = mine[i % len(mine)]
-            cid = f"a-{run}-{w}-{i}"
-            i += 1
-            t0 = time.perf_counter()
-            async with conn.transaction():
-                seq = await conn.fetchval(_SEQ, user_id, memory_id)
-                row = await conn.fetchrow(
-                    _INSERT, memory_id, user_id, seq, cid, content, "text", None, "[]",
-                    False, None, "sent",
-                )  # fmt: skip
-                await conn.fetchrow(
-                    _APPEND, user_id, "message.created", _encode(dict(row)).decode()
-                )
-            latencies.append(time.perf_counter() - t0)
-            done += 1
+    async def send(w: int, i: int, user_id: uuid.UUID, memory_id: uuid.UUID) -> None:
+        conn = conns[w]
+        async with conn.transaction():
+            seq = await conn.fetchval(_SEQ, user_id, memory_id)
+            row = await conn.fetchrow(
+                _INSERT, memory_id, user_id, seq, f"a-{run}-{w}-{i}", content, "text", None,
+                "[]", False, None, "sent",
+            )  # fmt: skip
+            await conn.fetchrow(_APPEND, user_id, "message.created", _encode(dict(row)).decode())
 
-    t0 = time.perf_counter()
     try:
-        await asyncio.gather(*(worker(w, c) for w, c in enumerate(conns)))
+        return await _closed_loops(
+            "asyncpg", pairs, send, concurrency=concurrency, duration=duration
+        )
     finally:
         for c in conns:
             await c.close()
-    elapsed = time.perf_counter() - t0
-    return {
-        "kind": "asyncpg",
-        "concurrency": concurrency,
-        "transactions": done,
-        "tps": done / elapsed,
-        "latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()},
-    }
 
 
 async def raw_one_statement(
@@ -135,54 +160,33 @@ async def raw_one_statement(
 ) -> dict[str, Any]:
     """Closed loops of memoryd's one-statement send on plain asyncpg connections, the
     event payload encoded by the application as memoryd does."""
-    conns = [await asyncpg.connect(dsn) for _ in range(concurrency)]
-    for c in conns:
-        await _init(c)
-    latencies: list[float] = []
-    done = 0
-    stop_at = time.perf_counter() + duration
+    conns = await _connections(dsn, concurrency)
     run = uuid.uuid4().hex[:8]
     keys = list(MEMORY_METADATA_KEYS)
 
-    async def worker(w: int, conn: asyncpg.Connection) -> None:
-        nonlocal done
-        mine = pairs[w::concurrency] or pairs
-        i = 0
-        while time.perf_counter() < stop_at:
-            user_id, memory_id = mine[i % len(mine)]
-            cid = f"o-{run}-{w}-{i}"
-            i += 1
-            t0 = time.perf_counter()
-            now = datetime.now(UTC)
-            message_id = uuid.uuid4()
-            payload = _encode(
-                {"id": message_id, "memoryId": memory_id, "userId": user_id, "seq": 0,
-                 "clientMsgId": cid, "content": content, "messageType": "text",
-                 "metadata": None, "attachments": [], "files": [], "isAiGenerated": False,
-                 "parentId": None, "status": "sent", "createdAt": now, "updatedAt": now}
-            ).decode()  # fmt: skip
-            row = await conn.fetchrow(
-                _SEND_PLAIN, user_id, memory_id, cid, message_id, content, "text", None,
-                "sent", payload, keys, now,
-            )  # fmt: skip
-            assert row is not None and row["message_seq"] is not None
-            latencies.append(time.perf_counter() - t0)
-            done += 1
+    async def send(w: int, i: int, user_id: uuid.UUID, memory_id: uuid.UUID) -> None:
+        cid = f"o-{run}-{w}-{i}"
+        now = datetime.now(UTC)
+        message_id = uuid.uuid4()
+        payload = _encode(
+            {"id": message_id, "memoryId": memory_id, "userId": user_id, "seq": 0,
+             "clientMsgId": cid, "content": content, "messageType": "text",
+             "metadata": None, "attachments": [], "files": [], "isAiGenerated": False,
+             "parentId": None, "status": "sent", "createdAt": now, "updatedAt": now}
+        ).decode()  # fmt: skip
+        row = await conns[w].fetchrow(
+            _SEND_PLAIN, user_id, memory_id, cid, message_id, content, "text", None,
+            "sent", payload, keys, now,
+        )  # fmt: skip
+        assert row is not None and row["message_seq"] is not None
 
-    t0 = time.perf_counter()
     try:
-        await asyncio.gather(*(worker(w, c) for w, c in enumerate(conns)))
+        return await _closed_loops(
+            "asyncpg one statement", pairs, send, concurrency=concurrency, duration=duration
+        )
     finally:
         for c in conns:
             await c.close()
-    elapsed = time.perf_counter() - t0
-    return {
-        "kind": "asyncpg one statement",
-        "concurrency": concurrency,
-        "transactions": done,
-        "tps": done / elapsed,
-        "latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()},
-    }
 
 
 async def storage_layer(
@@ -193,38 +197,20 @@ async def storage_layer(
     duration: float,
     content: str,
 ) -> dict[str, Any]:
-    """The same closed loops through `MessageStore.create` and memoryd's pool."""
+    """The same closed loops through `MessageStore.create` and memoryd's pool: the
+    one-statement send with group commit, as a server runs it."""
     db = await Database.connect(dsn, min_size=concurrency, max_size=concurrency)
     store = MessageStore(db)
     plain = PlainSend(metadata_keys=MEMORY_METADATA_KEYS)  # what a server passes
-    latencies: list[float] = []
-    done = 0
-    stop_at = time.perf_counter() + duration
     run = uuid.uuid4().hex[:8]
 
-    async def worker(w: int) -> None:
-        nonlocal done
-        mine = pairs[w::concurrency] or pairs
-        i = 0
-        while time.perf_counter() < stop_at:
-            user_id, memory_id = mine[i % len(mine)]
-            new = NewMessage(content=content, client_msg_id=f"s-{run}-{w}-{i}")
-            i += 1
-            t0 = time.perf_counter()
-            await store.create(user_id, memory_id, new, plain=plain)
-            latencies.append(time.perf_counter() - t0)
-            done += 1
+    async def send(w: int, i: int, user_id: uuid.UUID, memory_id: uuid.UUID) -> None:
+        new = NewMessage(content=content, client_msg_id=f"s-{run}-{w}-{i}")
+        await store.create(user_id, memory_id, new, plain=plain)
 
-    t0 = time.perf_counter()
     try:
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return await _closed_loops(
+            "storage layer", pairs, send, concurrency=concurrency, duration=duration
+        )
     finally:
         await db.close()
-    elapsed = time.perf_counter() - t0
-    return {
-        "kind": "storage layer",
-        "concurrency": concurrency,
-        "transactions": done,
-        "tps": done / elapsed,
-        "latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()},
-    }

@@ -1,22 +1,16 @@
 -- One lock order for every write of a user's messages (issue 14), so that concurrent
 -- sends, edits and deletes of one user never deadlock:
 --   the memory row (or the message row of an edit), then the user's vocabulary rows in
---   word order, then the user's `search.embed` job row, then the event head last.
+--   word order, then the document's embedding-queue row (and, until 0009, the user's
+--   `search.embed` job row), then the event head last.
 -- 0005 ran the vocabulary and embedding-queue triggers AFTER the row: in the one-statement
 -- send (a data-modifying CTE, whose AFTER triggers fire at the end of the statement) they
 -- came after the event head, on the transaction path before it. As BEFORE triggers they
 -- come with the row itself on both paths. They only write other tables, so running them
 -- before the row is stored changes nothing else: a failing insert rolls them back too.
 
--- Words in a fixed order: two writes sharing new words wait for each other, never in a circle.
-CREATE OR REPLACE FUNCTION memoryd_add_words(owner UUID, body TEXT) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO search_words (user_id, word)
-    SELECT DISTINCT owner, w FROM regexp_split_to_table(lower(coalesce(body, '')), '[^[:alnum:]]+') w
-    WHERE length(w) BETWEEN 3 AND 40
-    ORDER BY 2
-    ON CONFLICT DO NOTHING
-$$;
+-- (Words in a fixed order, so that two writes sharing new words wait for each other and
+-- never in a circle: `memoryd_add_words` sorts them since 0007.)
 
 DROP TRIGGER messages_words ON messages;
 CREATE TRIGGER messages_words BEFORE INSERT OR UPDATE OF content
