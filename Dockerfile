@@ -33,6 +33,11 @@ LABEL org.opencontainers.image.title="memoryd" \
 
 # A fixed, non-root uid/gid (Kubernetes' runAsUser/fsGroup use the same numbers). It must
 # exist in /etc/passwd: the embedded PostgreSQL's initdb looks its name up.
+# ffmpeg decodes voice notes for transcription (browser WebM/Opus, WhatsApp Ogg/Opus).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 memoryd \
     && useradd --system --uid 10001 --gid memoryd --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin memoryd \
