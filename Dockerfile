@@ -34,6 +34,9 @@ LABEL org.opencontainers.image.title="memoryd" \
 # A fixed, non-root uid/gid (Kubernetes' runAsUser/fsGroup use the same numbers). It must
 # exist in /etc/passwd: the embedded PostgreSQL's initdb looks its name up.
 # ffmpeg decodes voice notes for transcription (browser WebM/Opus, WhatsApp Ogg/Opus).
+# Not pinned: bookworm's point releases replace the version (a pin would stop the build);
+# the base image's tag fixes the distribution.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg \
     && rm -rf /var/lib/apt/lists/*
