@@ -52,7 +52,9 @@ from loadtests.bench.common import (
     MAX_SOCKETS,
     MAX_USERS,
     ROOT,
+    Account,
     Memoryd,
+    ServerProcess,
     machine,
     pin,
     pin_postgres,
@@ -292,46 +294,40 @@ async def _anchor_and_fanout(
         server = md.server(
             "memoryd-tx-path", core=args.durable_server_core, MEMORYD_SEND_ONE_STATEMENT="off"
         )
-        async with running(server):
-            _log(f"durable message.send on the transaction path: {msg_users} users x 3 devices")
-            pop = await fanout.populate(
-                "memoryd", server, msg_users, codec=args.codec,
-                accounts=accounts[msg_users : 2 * msg_users],
-            )  # fmt: skip
-            try:
-                await fanout.create_memories(pop)
-                waits: dict[str, Any] = {}
-                async with pgwaits.sampled(md.pg.dsn, waits):
-                    before = await fanout.ramp(
-                        pop, "message", fixed_rate=half, start=half,
-                        duration=args.step_seconds, max_steps=0, repeats=args.fixed_repeats,
-                        log=_log,
-                    )  # fmt: skip
-                before["postgres_waits"] = waits
-                before["half_anchor_rate"] = half
-                before["server_histograms"] = await scrape_histograms(server, _HISTOGRAMS)
-                results["fanout_message_transaction_path"] = before
-            finally:
-                await fanout.teardown(pop)
+        _log(f"durable message.send on the transaction path: {msg_users} users x 3 devices")
+        results["fanout_message_transaction_path"] = await _durable(
+            args, md, server, accounts[msg_users : 2 * msg_users], half, max_steps=0
+        )
     server = md.server(core=args.durable_server_core)
+    _log(f"durable message.send: memoryd, {msg_users} users x 3 devices")
+    results["fanout_message"] = await _durable(
+        args, md, server, accounts[:msg_users], half, max_steps=args.max_steps
+    )
+
+
+async def _durable(
+    args: argparse.Namespace, md: Memoryd, server: ServerProcess, accounts: list[Account],
+    half: float, *, max_steps: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Durable sends on ``server``: the fixed steps at ``half`` the anchor's rate, then
+    up to ``max_steps`` ramp steps; PostgreSQL's waits and the server's histograms."""
     async with running(server):
-        _log(f"durable message.send: memoryd, {msg_users} users x 3 devices")
         pop = await fanout.populate(
-            "memoryd", server, msg_users, codec=args.codec, accounts=accounts
+            "memoryd", server, len(accounts), codec=args.codec, accounts=accounts
         )
         try:
             await fanout.create_memories(pop)
-            waits = {}
+            waits: dict[str, Any] = {}
             async with pgwaits.sampled(md.pg.dsn, waits):
-                durable = await fanout.ramp(
+                result = await fanout.ramp(
                     pop, "message", fixed_rate=half, start=half, factor=args.ramp_factor,
-                    duration=args.step_seconds, max_steps=args.max_steps,
+                    duration=args.step_seconds, max_steps=max_steps,
                     repeats=args.fixed_repeats, log=_log,
                 )  # fmt: skip
-            durable["postgres_waits"] = waits
-            durable["half_anchor_rate"] = half
-            durable["server_histograms"] = await scrape_histograms(server, _HISTOGRAMS)
-            results["fanout_message"] = durable
+            result["postgres_waits"] = waits
+            result["half_anchor_rate"] = half
+            result["server_histograms"] = await scrape_histograms(server, _HISTOGRAMS)
+            return result
         finally:
             await fanout.teardown(pop)
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,11 +113,17 @@ async def _closed_loops(
     }
 
 
-async def _connections(dsn: str, n: int) -> list[asyncpg.Connection]:
+@asynccontextmanager
+async def _connections(dsn: str, n: int) -> AsyncIterator[list[asyncpg.Connection]]:
+    """``n`` plain asyncpg connections, closed at the end."""
     conns = [await asyncpg.connect(dsn) for _ in range(n)]
-    for c in conns:
-        await _init(c)
-    return conns
+    try:
+        for c in conns:
+            await _init(c)
+        yield conns
+    finally:
+        for c in conns:
+            await c.close()
 
 
 async def raw(
@@ -128,8 +135,8 @@ async def raw(
     content: str,
 ) -> dict[str, Any]:
     """Closed loops of the send transaction on plain asyncpg connections."""
-    conns = await _connections(dsn, concurrency)
     run = uuid.uuid4().hex[:8]
+    conns: list[asyncpg.Connection] = []
 
     async def send(w: int, i: int, user_id: uuid.UUID, memory_id: uuid.UUID) -> None:
         conn = conns[w]
@@ -141,13 +148,11 @@ async def raw(
             )  # fmt: skip
             await conn.fetchrow(_APPEND, user_id, "message.created", _encode(dict(row)).decode())
 
-    try:
+    async with _connections(dsn, concurrency) as opened:
+        conns.extend(opened)
         return await _closed_loops(
             "asyncpg", pairs, send, concurrency=concurrency, duration=duration
         )
-    finally:
-        for c in conns:
-            await c.close()
 
 
 async def raw_one_statement(
@@ -160,9 +165,9 @@ async def raw_one_statement(
 ) -> dict[str, Any]:
     """Closed loops of memoryd's one-statement send on plain asyncpg connections, the
     event payload encoded by the application as memoryd does."""
-    conns = await _connections(dsn, concurrency)
     run = uuid.uuid4().hex[:8]
     keys = list(MEMORY_METADATA_KEYS)
+    conns: list[asyncpg.Connection] = []
 
     async def send(w: int, i: int, user_id: uuid.UUID, memory_id: uuid.UUID) -> None:
         cid = f"o-{run}-{w}-{i}"
@@ -180,13 +185,11 @@ async def raw_one_statement(
         )  # fmt: skip
         assert row is not None and row["message_seq"] is not None
 
-    try:
+    async with _connections(dsn, concurrency) as opened:
+        conns.extend(opened)
         return await _closed_loops(
             "asyncpg one statement", pairs, send, concurrency=concurrency, duration=duration
         )
-    finally:
-        for c in conns:
-            await c.close()
 
 
 async def storage_layer(

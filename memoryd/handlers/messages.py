@@ -88,7 +88,7 @@ async def send_message(
     # check that fails here is not an answer yet: the send may be a replay, which the
     # transaction path then answers before any check.
     plain = None
-    if svc.settings.send_one_statement and not new.attachments and new.parent_id is None:
+    if svc.settings.send_one_statement and new.fits_one_statement:
         try:
             checks_for_new_work()
         except ClientError:

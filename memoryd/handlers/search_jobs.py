@@ -41,8 +41,8 @@ async def embed_queued(
     progress: Callable[[int], None] | None = None, stop_after: int | None = None,
 ) -> int:  # fmt: skip
     """Embed the queued documents of the user (all, or about ``stop_after``); the count."""
-    embedder, vectors = runtime.embedder, runtime.vectors
-    assert embedder is not None and vectors is not None
+    embedder = runtime.embedder
+    assert embedder is not None
     store = storage.search
     done = 0
     while stop_after is None or done < stop_after:
@@ -51,15 +51,7 @@ async def embed_queued(
         docs = await store.queued(user_id, batch)
         if not docs:
             break
-        live = [d for d in docs if d.text and d.memory_id is not None]
-        gone = [d.doc_id for d in docs if not (d.text and d.memory_id is not None)]
-        if gone:
-            await vectors.delete(user_id, gone)
-        if live:
-            embeddings = await embedder.embed([d.text or "" for d in live])
-            items = [VectorItem(d.doc_id, d.memory_id, d.message_id, v)  # type: ignore[arg-type]
-                     for d, v in zip(live, embeddings, strict=True)]  # fmt: skip
-            await vectors.upsert(user_id, items, embedder.model)
+        await _store_vectors(runtime, docs)
         await store.dequeue(docs)
         done += len(docs)
         if progress is not None:
@@ -70,8 +62,8 @@ async def embed_queued(
 async def embed_sweep(storage: Storage, runtime: SearchRuntime, *, lease_seconds: float) -> int:
     """One sweep: the oldest queued documents of any users, embedded and stored in one
     batch, then dequeued; the count (0: the queue had nothing free)."""
-    embedder, vectors = runtime.embedder, runtime.vectors
-    assert embedder is not None and vectors is not None
+    embedder = runtime.embedder
+    assert embedder is not None
     store = storage.search
     docs = await store.lease_queued(embedder.batch_size, lease_seconds)
     if not docs:
@@ -88,23 +80,24 @@ async def embed_sweep(storage: Storage, runtime: SearchRuntime, *, lease_seconds
 
 
 async def _store_vectors(runtime: SearchRuntime, docs: list[EmbedDoc]) -> None:
+    """Embed the documents that still have a text (one call, whoever's they are) and
+    store their vectors; delete the vectors of the gone ones."""
     embedder, vectors = runtime.embedder, runtime.vectors
     assert embedder is not None and vectors is not None
-    live = [d for d in docs if d.text and d.memory_id is not None]
+    live: list[tuple[EmbedDoc, str, UUID]] = []
     gone: dict[UUID, list[str]] = {}
     for d in docs:
-        if not (d.text and d.memory_id is not None) and d.user_id is not None:
+        if d.text and d.memory_id is not None:
+            live.append((d, d.text, d.memory_id))
+        else:
             gone.setdefault(d.user_id, []).append(d.doc_id)
     for user_id, doc_ids in gone.items():
         await vectors.delete(user_id, doc_ids)
     if live:
-        embeddings = await embedder.embed([d.text or "" for d in live])
+        embeddings = await embedder.embed([text for _, text, _ in live])
         items: dict[UUID, list[VectorItem]] = {}
-        for d, v in zip(live, embeddings, strict=True):
-            assert d.user_id is not None and d.memory_id is not None
-            items.setdefault(d.user_id, []).append(
-                VectorItem(d.doc_id, d.memory_id, d.message_id, v)
-            )
+        for (d, _, memory_id), v in zip(live, embeddings, strict=True):
+            items.setdefault(d.user_id, []).append(VectorItem(d.doc_id, memory_id, d.message_id, v))
         await vectors.upsert_many(items, embedder.model)
 
 
@@ -127,7 +120,6 @@ class EmbedSweeper:
         self.lease_seconds, self.max_backoff = lease_seconds, max_backoff
         self._woken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.swept = 0  # documents embedded or removed by this node
 
     def wake(self) -> None:
         self._woken.set()
@@ -154,9 +146,9 @@ class EmbedSweeper:
                     pass
             self._woken.clear()
             try:
-                while (n := await embed_sweep(self.storage, self.runtime,
-                                              lease_seconds=self.lease_seconds)):  # fmt: skip
-                    self.swept += n
+                while await embed_sweep(self.storage, self.runtime,
+                                        lease_seconds=self.lease_seconds):  # fmt: skip
+                    pass
                 backoff = 0.0
             except asyncio.CancelledError:
                 raise

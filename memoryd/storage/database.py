@@ -20,6 +20,10 @@ log = logging.getLogger("memoryd.storage")
 Observe = Callable[[str, float], None]
 
 
+def unobserved(stage: str, seconds: float) -> None:
+    """The `Observe` of a store no server has given its histogram (the CLI, tests)."""
+
+
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 

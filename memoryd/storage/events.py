@@ -31,13 +31,7 @@ async def append_event(conn: asyncpg.Connection, user_id: UUID, type_: str, data
     """
     row = await conn.fetchrow(_APPEND, user_id, type_, data)
     assert row is not None
-    return event_of(row["seq"], type_, data, row["created_at"])
-
-
-def event_of(seq: int, type_: str, data: Any, created_at: datetime) -> Event:
-    """The `Event` of a row just appended (by `append_event` or a statement that
-    appends one itself)."""
-    return Event(seq=seq, type=type_, data=data, created_at=created_at)
+    return Event(seq=row["seq"], type=type_, data=data, created_at=row["created_at"])
 
 
 class EventStore:

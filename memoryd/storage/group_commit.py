@@ -33,11 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from memoryd.storage.database import Database, Observe
-
-
-def _unobserved(stage: str, seconds: float) -> None:
-    pass
+from memoryd.storage.database import Database, Observe, unobserved
 
 
 @dataclass
@@ -60,7 +56,7 @@ class GroupCommit:
         self.query = query
         self.max_batches = max_batches
         self.max_batch = max_batch
-        self.observe: Observe = _unobserved
+        self.observe: Observe = unobserved
         self._queue: deque[_Call] = deque()
         self._busy: set[Hashable] = set()  # keys with a batch in flight
         self._running: set[asyncio.Task[None]] = set()

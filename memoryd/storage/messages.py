@@ -13,8 +13,8 @@ import msgspec
 
 from memoryd.errors import Conflict, NotFound, ValidationFailed
 from memoryd.protocol.models import Deleted, Event, Message
-from memoryd.storage.database import Database, Observe
-from memoryd.storage.events import append_event, event_of
+from memoryd.storage.database import Database, Observe, unobserved
+from memoryd.storage.events import append_event
 from memoryd.storage.files import (
     claim_attachments,
     files_of,
@@ -38,6 +38,11 @@ class NewMessage:
     client_msg_id: str | None = None
     is_ai_generated: bool = False
     status: str = "sent"
+
+    @property
+    def fits_one_statement(self) -> bool:
+        """No attachments to claim and no parent to check: `_SEND_PLAIN` can store it."""
+        return not self.attachments and self.parent_id is None
 
 
 @dataclass(frozen=True)
@@ -189,16 +194,12 @@ _MESSAGE_KEYS = tuple(
 )
 
 
-def _unobserved(stage: str, seconds: float) -> None:
-    pass
-
-
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         # Plain sends of many users share a round trip and a commit (group commit).
         self.plain_sends = GroupCommit(db, _SEND_PLAIN)
-        self._observe: Observe = _unobserved
+        self._observe: Observe = unobserved
 
     @property
     def observe(self) -> Observe:
@@ -247,11 +248,11 @@ class MessageStore:
         the second insert then hits the unique index, its transaction (and the seq it
         took) rolls back, and it returns the first one's message.
         """
-        if plain is not None and not new.attachments and new.parent_id is None:
-            done = await self._create_plain(user_id, memory_id, new, plain)
-            if done is not None:
-                return done
         try:
+            if plain is not None and new.fits_one_statement:
+                done = await self._create_plain(user_id, memory_id, new, plain)
+                if done is not None:
+                    return done
             async with self.db.transaction(self.observe) as conn:
                 row = await conn.fetchrow(_SEND_CONTEXT, user_id, memory_id, new.client_msg_id)
                 assert row is not None
@@ -317,18 +318,13 @@ class MessageStore:
             created_at=now, updated_at=now,
         )  # fmt: skip
         payload = msgspec.Raw(_raw_json(message))
-        try:
-            row = await self.plain_sends.run(
-                user_id, user_id, memory_id, new.client_msg_id, message.id, new.content,
-                new.message_type, new.metadata, new.status, payload,
-                list(plain.metadata_keys), now,
-            )  # fmt: skip
-        except asyncpg.UniqueViolationError:
-            assert new.client_msg_id is not None  # a concurrent twin committed first
-            earlier = await self._replay(user_id, memory_id, new.client_msg_id)
-            if earlier is None:
-                raise
-            return earlier, None
+        # A concurrent twin that committed first: UniqueViolationError, answered by
+        # `create` as on the transaction path.
+        row = await self.plain_sends.run(
+            user_id, user_id, memory_id, new.client_msg_id, message.id, new.content,
+            new.message_type, new.metadata, new.status, payload,
+            list(plain.metadata_keys), now,
+        )  # fmt: skip
         assert row is not None
         if row["id"] is not None:  # a replay
             earlier = Message(**{k: row[k] for k in _MESSAGE_KEYS})
@@ -336,7 +332,9 @@ class MessageStore:
         if row["message_seq"] is None:
             return None
         message = msgspec.structs.replace(message, seq=row["message_seq"])
-        return message, event_of(row["event_seq"], "message.created", message, row["event_at"])
+        event = Event(seq=row["event_seq"], type="message.created", data=message,
+                      created_at=row["event_at"])  # fmt: skip
+        return message, event
 
     async def _replay(
         self,

@@ -89,7 +89,23 @@ class EmbedDoc:
     memory_id: UUID | None
     message_id: UUID | None
     text: str | None
-    user_id: UUID | None = None
+    user_id: UUID
+
+
+# Queued documents (``{queue}``: rows of search_embed_queue) with their text now: a
+# message's content or a memory's own text, None for a deleted one (its vector goes).
+_QUEUED_DOCS = """
+    SELECT q.doc_id, q.user_id, q.queued_at,
+           coalesce(msg.memory_id, m.id) AS memory_id, msg.id AS message_id,
+           CASE WHEN q.deleted THEN NULL
+                WHEN msg.id IS NOT NULL THEN msg.content
+                ELSE m.search_text END AS text
+    FROM {queue} q
+    LEFT JOIN messages msg ON q.doc_id LIKE 'msg:%'
+         AND msg.id = substr(q.doc_id, 5)::uuid AND msg.user_id = q.user_id
+    LEFT JOIN memories m ON q.doc_id LIKE 'mem:%'
+         AND m.id = substr(q.doc_id, 5)::uuid AND m.user_id = q.user_id
+    ORDER BY q.queued_at"""
 
 
 def query_words(text: str) -> list[str]:
@@ -388,18 +404,10 @@ class SearchStore:
     async def queued(self, user_id: UUID, limit: int) -> list[EmbedDoc]:
         """The user's oldest queued documents with their text now."""
         rows = await self.db.fetch(
-            """SELECT qu.doc_id, qu.queued_at,
-                      coalesce(msg.memory_id, m.id) AS memory_id, msg.id AS message_id,
-                      CASE WHEN qu.deleted THEN NULL
-                           WHEN msg.id IS NOT NULL THEN msg.content
-                           ELSE m.search_text END AS text
-               FROM (SELECT * FROM search_embed_queue WHERE user_id = $1
-                     ORDER BY queued_at LIMIT $2) qu
-               LEFT JOIN messages msg ON qu.doc_id LIKE 'msg:%'
-                    AND msg.id = substr(qu.doc_id, 5)::uuid AND msg.user_id = $1
-               LEFT JOIN memories m ON qu.doc_id LIKE 'mem:%'
-                    AND m.id = substr(qu.doc_id, 5)::uuid AND m.user_id = $1
-               ORDER BY qu.queued_at""",
+            _QUEUED_DOCS.format(
+                queue="""(SELECT * FROM search_embed_queue WHERE user_id = $1
+                          ORDER BY queued_at LIMIT $2)"""
+            ),
             user_id,
             limit,
         )
@@ -418,18 +426,9 @@ class SearchStore:
                    UPDATE search_embed_queue qu
                    SET leased_until = now() + make_interval(secs => $2)
                    FROM picked WHERE qu.doc_id = picked.doc_id
-                   RETURNING qu.doc_id, qu.user_id, qu.queued_at, qu.deleted)
-               SELECT l.doc_id, l.user_id, l.queued_at,
-                      coalesce(msg.memory_id, m.id) AS memory_id, msg.id AS message_id,
-                      CASE WHEN l.deleted THEN NULL
-                           WHEN msg.id IS NOT NULL THEN msg.content
-                           ELSE m.search_text END AS text
-               FROM leased l
-               LEFT JOIN messages msg ON l.doc_id LIKE 'msg:%'
-                    AND msg.id = substr(l.doc_id, 5)::uuid AND msg.user_id = l.user_id
-               LEFT JOIN memories m ON l.doc_id LIKE 'mem:%'
-                    AND m.id = substr(l.doc_id, 5)::uuid AND m.user_id = l.user_id
-               ORDER BY l.queued_at""",
+                   RETURNING qu.*)
+            """
+            + _QUEUED_DOCS.format(queue="leased"),
             limit,
             lease_seconds,
         )
