@@ -53,8 +53,10 @@ from loadtests.bench.common import (
     MAX_USERS,
     ROOT,
     Account,
+    CpuClock,
     Memoryd,
     ServerProcess,
+    family_cpu_seconds,
     machine,
     pin,
     pin_postgres,
@@ -102,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the fixed steps of durable sends on the transaction path "
         "(MEMORYD_SEND_ONE_STATEMENT=off), the 'before' of the one-statement send",
+    )
+    g.add_argument(
+        "--no-parts",
+        action="store_true",
+        help="skip the fixed steps with parts of a durable send's work switched off "
+        "(embedding, acks): what each part costs",
     )
     g = p.add_argument_group("cores")
     g.add_argument("--postgres-core", type=int, default=0, help="PostgreSQL's core (0)")
@@ -187,6 +195,7 @@ async def main(args: argparse.Namespace) -> int:
             report_data["versions"] = versions(pg.version)
             # Only the PostgreSQL this run started: a --database-url one may serve others.
             pinned = [] if args.database_url else await _pin_postgres(pg.dsn, args.postgres_core)
+            args.postmaster = pinned[0] if pinned else None
             report_data["postgres_pinned_pids"] = len(pinned)
             if not pinned:
                 report_data["cores"] += " (PostgreSQL not pinned: --database-url or one core)"
@@ -237,9 +246,11 @@ async def _pin_postgres(dsn: str, core: int) -> list[int]:
     conn = await asyncpg.connect(dsn)
     try:
         backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        # While the backend lives: its /proc entry names the postmaster. After close it
+        # may be gone already, and PostgreSQL would silently stay unpinned.
+        return pin_postgres(backend, core)
     finally:
         await conn.close()
-    return pin_postgres(backend, core)
 
 
 async def _anchor_and_fanout(
@@ -249,7 +260,8 @@ async def _anchor_and_fanout(
     # The transaction-path ("before") steps get users of their own: the bench's
     # clientMsgIds (b<n>) repeat from one population to the next.
     before_users = msg_users if "fanout" in only and not args.no_before else 0
-    need = max(args.users if "fanout" in only else 0, msg_users + before_users)
+    parts_users = msg_users * len(PARTS) if "fanout" in only and not args.no_parts else 0
+    need = max(args.users if "fanout" in only else 0, msg_users + before_users + parts_users)
     _log(f"provisioning {need} users")
     accounts = await provision(md.pg.dsn, md.tokens, need)
     anchor_tps = None
@@ -303,6 +315,62 @@ async def _anchor_and_fanout(
     results["fanout_message"] = await _durable(
         args, md, server, accounts[:msg_users], half, max_steps=args.max_steps
     )
+    if not args.no_parts:
+        _log(f"durable message.send with parts switched off: {msg_users} users x 3 devices each")
+        first = msg_users + before_users
+        results["durable_parts"] = await _durable_parts(
+            args, md, accounts[first : first + parts_users], half
+        )
+
+
+# The durable send's fixed step again, with parts of its work switched off, one server
+# each: the server's CPU and the tail without the embedding of each message (the
+# sweeper's CPU here, the vectors and their HNSW index in PostgreSQL), or without the
+# devices' acks (a frame each every 0.5 s). (name, server env, acks)
+PARTS: tuple[tuple[str, dict[str, str], bool], ...] = (
+    ("everything", {}, True),
+    ("no embedding", {"MEMORYD_EMBEDDER": "none"}, True),
+    ("no acks", {}, False),
+    ("neither", {"MEMORYD_EMBEDDER": "none"}, False),
+)
+
+
+async def _durable_parts(
+    args: argparse.Namespace, md: Memoryd, accounts: list[Account], rate: float
+) -> list[dict[str, Any]]:
+    """Each of `PARTS`: a warm-up, then ``--fixed-repeats`` fixed steps at ``rate``, with
+    the server's and PostgreSQL's CPU over each step."""
+    out = []
+    per = len(accounts) // len(PARTS)
+    for i, (name, env, acks) in enumerate(PARTS):
+        server = md.server(f"parts-{i}", core=args.durable_server_core, **env)
+        async with running(server):
+            pop = await fanout.populate(
+                "memoryd", server, per, codec=args.codec, accounts=accounts[i * per : (i + 1) * per]
+            )
+            try:
+                await fanout.create_memories(pop)
+                await fanout.step(pop, "message", rate / 2, min(args.step_seconds, 2.0), acks=acks)
+                steps = []
+                for _ in range(max(1, args.fixed_repeats)):
+                    pg0 = family_cpu_seconds(args.postmaster) if args.postmaster else 0.0
+                    clock = CpuClock(None)
+                    result = await fanout.step(pop, "message", rate, args.step_seconds, acks=acks)
+                    wall = clock.read()["wall_s"]
+                    if args.postmaster:
+                        pg = family_cpu_seconds(args.postmaster) - pg0
+                        result["postgres_cpu_util"] = pg / wall if wall else 0.0
+                    steps.append(result)
+                    pg_note = (
+                        f", PostgreSQL {100 * result['postgres_cpu_util']:.0f}%"
+                        if "postgres_cpu_util" in result else ""
+                    )  # fmt: skip
+                    _log(f"  {name}: {fanout._brief(result)}{pg_note}")
+            finally:
+                await fanout.teardown(pop)
+        out.append({"part": name, "env": env, "acks": acks, "steps": steps,
+                    "noise": fanout.noise(steps)})  # fmt: skip
+    return out
 
 
 async def _durable(

@@ -169,6 +169,20 @@ def pin_postgres(backend_pid: int, core: int | None) -> list[int]:
     return pids
 
 
+def family_cpu_seconds(parent: int) -> float:
+    """CPU seconds (user + system) of ``parent`` and of the processes it forked: a local
+    PostgreSQL's postmaster and its backends. 0.0 when it is not on this machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(entry.name) == parent or int(fields[1]) == parent:
+                    total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))

@@ -108,19 +108,29 @@ async def create_memories(pop: Population) -> None:
     pop.memories.extend(await asyncio.gather(*(one(u[0]) for u in todo)))
 
 
+ACK_EVERY_S = 0.5  # each device acknowledges what it received this often
+ACK_SLICES = 10  # ... at its own phase: one slice of the devices every 50 ms
+
+
 async def _ack_pump(pop: Population, stop: asyncio.Event) -> None:
-    """Devices acknowledge what they received, like a client would (every 0.5 s)."""
+    """Devices acknowledge what they received, like clients would: each every 0.5 s, at
+    its own phase. Independent devices do not ack in step; 900 acks in one burst every
+    0.5 s would be a load pattern no population of real clients makes."""
+    devices = [d for d in pop.devices if isinstance(d, MemorydDevice)]
+    tick = 0
     while not stop.is_set():
-        await asyncio.sleep(0.5)
-        for device in pop.devices:
-            if isinstance(device, MemorydDevice):
-                await device.ack()
+        await asyncio.sleep(ACK_EVERY_S / ACK_SLICES)
+        for device in devices[tick % ACK_SLICES :: ACK_SLICES]:
+            await device.ack()
+        tick += 1
 
 
 async def step(
-    pop: Population, mode: str, rate: float, duration: float, *, drain: float = 3.0
-) -> dict[str, Any]:
-    """Offer ``rate`` sends/s for ``duration`` s; measure until delivered or ``drain`` s."""
+    pop: Population, mode: str, rate: float, duration: float, *, drain: float = 3.0,
+    acks: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Offer ``rate`` sends/s for ``duration`` s; measure until delivered or ``drain`` s.
+    ``acks=False``: the devices acknowledge nothing (to measure what acks cost)."""
     rate = min(rate, MAX_RATE)
     rec = pop.recorder
     await asyncio.sleep(0.3)  # let the previous step's stragglers land
@@ -129,7 +139,9 @@ async def step(
     memories = pop.memories
     total = max(1, int(rate * duration))
     stop_acks = asyncio.Event()
-    acks = asyncio.create_task(_ack_pump(pop, stop_acks)) if pop.kind == "memoryd" else None
+    pump = (
+        asyncio.create_task(_ack_pump(pop, stop_acks)) if acks and pop.kind == "memoryd" else None
+    )
     clock = CpuClock(pop.server.stats)
     t0 = time.perf_counter()
     sent = k = 0
@@ -157,8 +169,8 @@ async def step(
         await asyncio.sleep(0.01)
     cpu = clock.read()
     stop_acks.set()
-    if acks is not None:
-        await acks
+    if pump is not None:
+        await pump
     delivered = rec.delivered
     lat = percentiles(rec.latencies)
     # Over the sending window, or until the last delivery when stragglers came later.

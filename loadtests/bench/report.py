@@ -208,6 +208,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
         if noise_lines:
             lines += ["Noise of this run (the spread of repeated steps):", "", *noise_lines, ""]
+    lines += _parts_table(r.get("durable_parts"))
     measured = [
         (name, v)
         for name, v in (
@@ -376,3 +377,31 @@ def plot(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _parts_table(parts: list[dict[str, Any]] | None) -> list[str]:
+    """The durable send's fixed steps with parts of its work switched off."""
+    if not parts:
+        return []
+    lines = [
+        "| durable send, parts switched off (fixed steps) | p50 ms | p99 ms "
+        "| server CPU us/delivery | server CPU | PostgreSQL CPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for part in parts:
+        steps = part["steps"]
+        n = part["noise"]
+
+        def joined(values: list[float], fmt: str = "{:.0f}") -> str:
+            return ", ".join(fmt.format(v) for v in values)
+
+        pg = [100 * s["postgres_cpu_util"] for s in steps if "postgres_cpu_util" in s]
+        lines.append(
+            f"| {part['part']} | {joined([s['latency_ms']['p50'] for s in steps], '{:.1f}')} | "
+            f"{joined([s['latency_ms']['p99'] for s in steps], '{:.1f}')} | "
+            f"{n['server_cpu_us_per_delivery']} | "
+            f"{joined([100 * s['server_cpu_util'] for s in steps])} % | "
+            + (f"{joined(pg)} % |" if pg else "n/a |")
+        )
+    lines.append("")
+    return lines

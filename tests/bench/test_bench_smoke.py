@@ -79,6 +79,13 @@ async def test_anchor_and_fanout_through_memoryd_and_both_peers(
         verdict = {True: "PASS", False: "FAIL", None: "N/A "}[t["met"]]
         assert f"{verdict}  {t['target']}:" in report["_stdout"]
     assert "| memoryd message.send |" in report["_markdown"]
+    parts = results["durable_parts"]  # the same step with embedding or acks switched off
+    assert [p["part"] for p in parts] == ["everything", "no embedding", "no acks", "neither"]
+    for part in parts:
+        assert len(part["steps"]) == 2
+        for step in part["steps"]:
+            assert_every_send_delivered(step)
+    assert "| no embedding |" in report["_markdown"]
     assert plot.stat().st_size > 10_000
     assert report["machine"]["nproc"] >= 1 and report["versions"]["postgresql"]
 
