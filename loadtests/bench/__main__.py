@@ -10,7 +10,8 @@ Benchmarks (docs/benchmarks.md explains each one):
   storage layer), closed loops: the database limit.
 * ``fanout``: typing signals through memoryd, the bare-websockets relay and the
   python-socketio relay, driven identically; then durable ``message.send`` through
-  memoryd (a step at half the anchor's rate, then a ramp).
+  memoryd (a step at half the anchor's rate, then a ramp), and that step again with
+  the embedding of messages and/or the devices' acks switched off (``--no-parts``).
 * ``idle``: RSS per device session at 1k and 10k sockets, and CPU per delivery at both.
 * ``resume``: events/s replayed to a device that missed ``--resume-events`` events.
 * ``seed``: the seed profile under locust (ramp to 100 then 200 users), PASS/FAIL.
