@@ -1,17 +1,22 @@
-"""The outbound half of a device socket: direct write, bounded queue, writer, stall.
+"""The outbound half of a device socket: corked write, bounded queue, writer, stall.
 
-A frame for a socket with nothing queued and room in its transport is written at once,
-without a hop through a writer task (the common case of fan-out). Otherwise it waits in
-a bounded queue, drained by a writer task started the first time a frame has to wait, so
-an idle socket owns no task and no queue. What to queue, drop or refuse is the session's
-call: `memoryd.server.connection.Connection` is an `Outbox` (a base class, not a member:
-no extra object and no reference cycle per socket) and overrides ``write_failed``.
+A frame for a socket with nothing queued and room in its transport goes out without a
+hop through a writer task (the common case of fan-out): framed here and corked until the
+end of the loop's current step, so that the frames one step makes for one socket (a
+sender's own event and the reply to its send) leave in one ``send``. Otherwise it waits
+in a bounded queue, drained by a writer task started the first time a frame has to wait,
+so an idle socket owns no task and no queue. Corked frames always go out before anything
+that comes after them: a queued frame, the close frame. What to queue, drop or refuse is
+the session's call: `memoryd.server.connection.Connection` is an `Outbox` (a base class,
+not a member: no extra object and no reference cycle per socket) and overrides
+``write_failed``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 from collections import deque
 
@@ -64,9 +69,22 @@ class Flag:
 # Only `push` appends, and it gives the socket a deque of its own first.
 _NO_QUEUE: deque[tuple[bytes, str, float]] = deque()  # (frame, label, published_at)
 
+_FIN = 0x80
+_LEN16, _LEN64 = struct.Struct("!BBH"), struct.Struct("!BBQ")
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """RFC 6455 §5.2 header of one final, unmasked, uncompressed frame (a server's)."""
+    if length < 126:
+        return bytes((_FIN | opcode, length))
+    if length < 65536:
+        return _LEN16.pack(_FIN | opcode, 126, length)
+    return _LEN64.pack(_FIN | opcode, 127, length)
+
 
 class Outbox:
     __slots__ = (
+        "_corked",
         "_drained",
         "_opcode",
         "_queue",
@@ -100,6 +118,7 @@ class Outbox:
         self._space = Flag()
         self._drained = Flag()
         self._writer: asyncio.Task[None] | None = None
+        self._corked: list[bytes] = []  # framed, written at the end of this loop step
 
     def queued(self) -> int:
         return len(self._queue)
@@ -117,6 +136,7 @@ class Outbox:
         if not self._queue and not self._wakeup.is_set() and self._write_now(data):
             self._sent(label, published_at)
             return
+        self.uncork()  # what was corked goes before what queues
         if self._writer is None:  # the first frame that has to wait: a queue and a writer
             self._queue = deque()
             self._writer = asyncio.create_task(self._write_loop(), name="memoryd-ws-writer")
@@ -124,27 +144,31 @@ class Outbox:
         self._wakeup.set()
 
     def _write_now(self, data: bytes) -> bool:
-        """Write a frame at once when nothing is queued or being written and the transport
-        has room: no writer-task switch per frame, the common case of fan-out.
-
-        An uncompressed ``send_frame`` finishes without suspending unless the transport
-        asked to pause, so it is stepped here synchronously. False: use the queue.
-        """
+        """Cork a frame when nothing is queued or being written and the transport has
+        room: no writer-task switch per frame, the common case of fan-out. The first
+        corked frame of a step schedules `uncork` for the end of it. False: use the
+        queue."""
         transport = self.transport
         if transport is None or transport.is_closing() or transport.get_write_buffer_size():
             return False
-        step = self.ws.send_frame(data, self._opcode)
+        if not self._corked:
+            asyncio.get_running_loop().call_soon(self.uncork)
+        self._corked += (frame_header(self._opcode, len(data)), data)
+        return True
+
+    def uncork(self) -> None:
+        """Write the corked frames, in one ``send``. A closing socket (the peer's close
+        frame was answered) takes no more frames; a gone peer is `write_failed`."""
+        if not self._corked:
+            return
+        corked, self._corked = self._corked, []
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            return
         try:
-            step.send(None)
-        except StopIteration:
-            return True
+            transport.write(b"".join(corked))
         except (ConnectionError, RuntimeError):
             self.write_failed()
-            return True
-        # The frame is written; it stopped at the flow-control wait, which the writer
-        # task does before its next frame anyway.
-        step.close()
-        return True
 
     def _sent(self, label: str, published_at: float) -> None:
         metrics = self.metrics
@@ -186,12 +210,15 @@ class Outbox:
 
     async def flush(self, deadline: float) -> None:
         """Let what is queued go out, for at most ``deadline`` seconds."""
+        self.uncork()
         if self._queue and not self.ws.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), deadline)
 
     def stop_sending(self) -> None:
-        """Nothing more goes out; a replay waiting for room stops waiting."""
+        """Nothing more goes out (what was corked still does, before the close frame);
+        a replay waiting for room stops waiting."""
+        self.uncork()
         self.closed = True
         self._space.set()
 

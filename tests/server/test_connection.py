@@ -28,9 +28,30 @@ AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class FakeTransport:
-    def __init__(self) -> None:
+    """Where the outbox's own writes go: the frames are parsed back (RFC 6455 headers of
+    server frames) into the socket's ``sent``, and ``writes`` counts the ``send`` calls."""
+
+    def __init__(self, ws: FakeWebSocket) -> None:
+        self.ws = ws
         self.buffered = 0  # bytes the kernel has not taken: >0 makes frames wait in the queue
         self.aborted = False
+        self.broken = False  # the peer is gone: every write fails
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        if self.broken:
+            raise ConnectionResetError
+        self.writes += 1
+        view = memoryview(data)
+        while view:
+            assert view[0] & 0x80 and not view[1] & 0x80  # final, unmasked
+            length, start = view[1] & 0x7F, 2
+            if length == 126:
+                length, start = int.from_bytes(view[2:4]), 4
+            elif length == 127:
+                length, start = int.from_bytes(view[2:10]), 10
+            self.ws.sent.append(bytes(view[start : start + length]))
+            view = view[start + length :]
 
     def get_write_buffer_size(self) -> int:
         return self.buffered
@@ -51,9 +72,14 @@ class FakeWebSocket:
         self.gate.set()
 
     async def send_frame(self, data: bytes, opcode: Any) -> None:
+        """The writer task's path (the outbox's queue), gated like a slow peer."""
         if not self.gate.is_set():
             await self.gate.wait()
+        if self.broken:
+            raise ConnectionResetError
         self.sent.append(data)
+
+    broken = False
 
     async def close(self, *, code: int, message: bytes) -> None:
         self.closed_with = (code, message)
@@ -109,7 +135,8 @@ class Node:
         self.tasks.append(asyncio.create_task(coro))
 
     def session(self, last_seq: int = 0) -> tuple[Connection, FakeWebSocket, FakeTransport]:
-        ws, transport = FakeWebSocket(), FakeTransport()
+        ws = FakeWebSocket()
+        transport = FakeTransport(ws)
         conn = Connection(self.env, ws, transport, JSON)  # type: ignore[arg-type]
         conn.caller = Caller(uuid.uuid4(), "a@b.c", "user", frozenset(), device_id=uuid.uuid4())
         conn.send(f.Reply(id=1, data={"hello": True}), "reply")
@@ -134,7 +161,8 @@ async def test_replay_then_live_in_order_each_once() -> None:
     for e in node.log.append(5):
         conn.deliver_live(OutboundEvent(e))
     conn.deliver_live(OutboundEvent(node.log.events[3]))  # a duplicate publish
-    assert ws.seqs() == [2, 3, 4, 5]  # written at once, no task switch
+    await asyncio.sleep(0)  # written at the end of this loop step, without a task switch
+    assert ws.seqs() == [2, 3, 4, 5]
     await conn.cleanup()
 
 
@@ -227,10 +255,16 @@ class RecordingOutbox(Outbox):
 
 
 async def test_the_outbox_writes_at_once_and_queues_only_when_the_transport_is_busy() -> None:
-    ws, transport = FakeWebSocket(), FakeTransport()
+    ws = FakeWebSocket()
+    transport = FakeTransport(ws)
     box = RecordingOutbox(ws, transport)
     box.push_frame(b'"a"', "event", 0.0)
-    assert ws.sent == [b'"a"'] and box._writer is None  # no task for an idle socket
+    box.push_frame(b'"b"' * 100, "reply", 0.0)  # the same loop step: one send for both
+    assert ws.sent == [] and box._writer is None  # no task for an idle socket
+    await asyncio.sleep(0)
+    assert ws.sent == [b'"a"', b'"b"' * 100] and transport.writes == 1
+    ws.sent.clear()
+    box.push_frame(b'"a"', "event", 0.0)
     transport.buffered = 1
     for n in range(8):
         box.push_frame(b"%d" % n, "event", 0.0)
@@ -240,25 +274,20 @@ async def test_the_outbox_writes_at_once_and_queues_only_when_the_transport_is_b
     assert ws.sent == [b'"a"', *(b"%d" % n for n in range(8))] and box.queued() == 0
     assert await box.wait_for_room(0.01)
 
-    async def broken(data: bytes, opcode: Any) -> None:
-        raise ConnectionResetError
-
-    ws.send_frame = broken  # type: ignore[method-assign]
+    transport.broken = True
     box.push_frame(b"lost", "event", 0.0)
+    await asyncio.sleep(0)
     assert box.failures == 1
     await box.stop_writer()
 
 
 async def test_a_failed_write_closes_the_session_with_1001() -> None:
     node = Node()
-    conn, ws, _ = node.session()
+    conn, ws, transport = node.session()
     await settle()
-
-    async def broken(data: bytes, opcode: Any) -> None:
-        raise ConnectionResetError
-
-    ws.send_frame = broken  # type: ignore[method-assign]
+    transport.broken = True
     conn.send(f.Reply(id=2, data=None), "reply")
+    await asyncio.sleep(0)  # the write, at the end of the step
     await asyncio.gather(*node.tasks)
     assert ws.closed_with == (1001, b"write failed")
     await conn.cleanup()
