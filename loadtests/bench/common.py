@@ -141,6 +141,29 @@ def pin(pid: int, core: int | None) -> None:
         os.sched_setaffinity(pid, {core % (os.cpu_count() or 1)})
 
 
+def family(parent: int) -> list[int]:
+    """``parent`` and the processes it forked (a local PostgreSQL's postmaster and its
+    backends), from ``/proc``."""
+    pids = [parent]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == parent:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def family_cpu_seconds(parent: int) -> float:
+    """CPU seconds (user + system) of ``parent`` and the processes it forked; a process
+    that ended meanwhile counts for nothing."""
+    total = 0.0
+    for pid in family(parent):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += ProcStats(pid).cpu_seconds()
+    return total
+
+
 def pin_postgres(backend_pid: int, core: int | None) -> list[int]:
     """Pin a local PostgreSQL to one core: its postmaster (the parent of ``backend_pid``,
     any backend's ``pg_backend_pid()``) and every process it has forked, each with all its
@@ -154,33 +177,13 @@ def pin_postgres(backend_pid: int, core: int | None) -> list[int]:
     except OSError:
         return []  # not on this machine (--database-url elsewhere)
     postmaster = int(stat.rsplit(")", 1)[1].split()[1])
-    pids = [postmaster]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == postmaster:
-                    pids.append(int(entry.name))
+    pids = family(postmaster)
     cpu = {core % (os.cpu_count() or 1)}
     for pid in pids:
         with contextlib.suppress(OSError):
             for task in Path(f"/proc/{pid}/task").iterdir():
                 os.sched_setaffinity(int(task.name), cpu)
     return pids
-
-
-def family_cpu_seconds(parent: int) -> float:
-    """CPU seconds (user + system) of ``parent`` and of the processes it forked: a local
-    PostgreSQL's postmaster and its backends. 0.0 when it is not on this machine."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(entry.name) == parent or int(fields[1]) == parent:
-                    total += int(fields[11]) + int(fields[12])
-    return total / tick
 
 
 def free_port() -> int:

@@ -75,11 +75,7 @@ class FakeWebSocket:
         """The writer task's path (the outbox's queue), gated like a slow peer."""
         if not self.gate.is_set():
             await self.gate.wait()
-        if self.broken:
-            raise ConnectionResetError
         self.sent.append(data)
-
-    broken = False
 
     async def close(self, *, code: int, message: bytes) -> None:
         self.closed_with = (code, message)
