@@ -26,7 +26,7 @@ from memoryd.server.keys import SETTINGS
 from memoryd.storage.database import create_database_if_missing, drop_database
 from memoryd.storage.embedded import EmbeddedPostgres
 from memoryd.storage.migrate import migrate
-from tests.helpers import Api
+from tests.helpers import Api, stop_app
 
 OFF = RateLimit(0, 1)
 
@@ -116,11 +116,11 @@ class ServerStarter:
         """Stop the servers on ``database_url`` (their pools and job runners with them)."""
         for server in [s for s in self.running if s.app[SETTINGS].database_url == database_url]:
             self.running.remove(server)
-            await server.runner.cleanup()
+            await stop_app(server.runner)
 
     async def stop_all(self) -> None:
         while self.running:
-            await self.running.pop().runner.cleanup()
+            await stop_app(self.running.pop().runner)
 
 
 StartServer = ServerStarter

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from memoryd.storage.database import Database
 from memoryd.storage.users import UserStore
 
 PASSWORD = "Passw0rd!"
+
+
+async def stop_app(runner: web.AppRunner, *, report_after: float = 30.0) -> None:
+    """``runner.cleanup()``; one still waiting after ``report_after`` seconds prints every
+    task's stack, so a log shows what a shutdown that hangs is waiting for."""
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    done, _ = await asyncio.wait({cleanup}, timeout=report_after)
+    if not done:
+        print(f"app shutdown still waiting after {report_after:.0f} s:", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+    await cleanup
 
 
 @dataclass

@@ -61,8 +61,10 @@ class JobRunner:
         if self._handlers:
             self._loop = asyncio.create_task(self._run(), name="memoryd-jobs")
 
-    async def stop(self) -> None:
-        """Stop taking jobs; cancel running ones (their leases expire, others retry them)."""
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking jobs; cancel running ones (their leases expire, others retry them).
+        A job still running ``timeout`` seconds after its cancel (one that swallowed it, or
+        waits in a thread) is named in the log and left behind: shutdown never hangs on it."""
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -70,7 +72,10 @@ class JobRunner:
         for task in list(self._running):
             task.cancel()
         if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+            _, pending = await asyncio.wait(self._running, timeout=timeout)
+            if pending:
+                names = sorted(t.get_name() for t in pending)
+                log.warning("jobs still running %g s after their cancel: %s", timeout, names)
 
     async def _run(self) -> None:
         kinds = list(self._handlers)
@@ -94,7 +99,7 @@ class JobRunner:
                         log.info("claiming jobs works again after %d failures", failures)
                     failures = 0
             for job in jobs:
-                task = asyncio.create_task(self._execute(job), name=f"job-{job.kind}")
+                task = asyncio.create_task(self._execute(job), name=f"job-{job.kind}-{job.id}")
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
             if jobs and len(jobs) == free:

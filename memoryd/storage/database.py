@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import struct
@@ -83,8 +84,16 @@ class Database:
         )
         return cls(pool)
 
-    async def close(self) -> None:
-        await self.pool.close()
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close gracefully: asyncpg waits for every acquired connection to come back. One
+        that has not come back within ``timeout`` (its holder hangs) is cut off instead."""
+        in_use = self.pool.get_size() - self.pool.get_idle_size()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.pool.close()
+        except TimeoutError:
+            log.warning("%d connection(s) in use %g s into close: cut off", in_use, timeout)
+            self.pool.terminate()
 
     @asynccontextmanager
     async def transaction(

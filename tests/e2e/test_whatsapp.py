@@ -30,7 +30,7 @@ from memoryd.storage.database import Database
 from memoryd.storage.jobs import Job, JobStore
 from tests.conftest import RunningServer
 from tests.fakes.whatsapp import FakeGraph, WebhookDriver, meta_json, sign
-from tests.helpers import Api, Response, promote
+from tests.helpers import Api, Response, promote, stop_app
 from tests.test_openapi import Contract
 
 pytestmark = pytest.mark.storage
@@ -81,7 +81,7 @@ async def whatsapp_node(
             await app[JOBS].stop()
         yield RunningServer(runner, f"http://127.0.0.1:{runner.addresses[0][1]}", app)
     finally:
-        await runner.cleanup()
+        await stop_app(runner)
 
 
 @pytest_asyncio.fixture

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
+import asyncpg
 import pytest
 import pytest_asyncio
 
@@ -162,3 +164,39 @@ async def test_cancel_and_redrive_are_scoped_by_user(store: JobStore) -> None:
     assert await store.redrive([kind], owner.id) == 1
     again = await store.get(failing)
     assert again is not None and again.status == "pending" and again.attempts == 0
+
+
+async def test_stopping_never_hangs_on_a_job_that_ignores_its_cancel(
+    store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    kind = _kind()
+    job_id = await store.add(NewJob(kind, {}))
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def stubborn(job: Job) -> None:
+        started.set()
+        while not release.is_set():  # swallows every cancel, as a hung thread would
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    runner = JobRunner(store, poll_interval=0.05)
+    runner.register(kind, stubborn)
+    runner.start()
+    await asyncio.wait_for(started.wait(), 10)
+    async with asyncio.timeout(5):
+        await runner.stop(timeout=0.2)
+    assert f"job-{kind}-{job_id}" in caplog.text  # the log names the job left behind
+    release.set()
+    await _wait_status(store, job_id, "done")
+
+
+async def test_closing_the_pool_cuts_off_a_connection_never_given_back(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    held = await db.pool.acquire()  # a holder that hangs: never released
+    async with asyncio.timeout(5):
+        await db.close(timeout=0.2)
+    with pytest.raises(asyncpg.InterfaceError):  # its holder finds it gone
+        await held.fetchval("SELECT 1")
+    assert "1 connection(s) in use" in caplog.text

@@ -4,6 +4,7 @@ WhatsApp, Opus in WebM from browsers, MP3, M4A, WAV, FLAC ...) to 16 kHz mono PC
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import wave
 from collections.abc import Iterator
@@ -39,6 +40,10 @@ async def to_wav(source: Path, dest: Path) -> float:
         proc.kill()
         await proc.wait()
         raise Undecodable("ffmpeg took too long") from None
+    except BaseException:  # cancelled (shutdown): no ffmpeg is left running behind us
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
     if proc.returncode != 0:
         last = err.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
         raise Undecodable(f"ffmpeg could not decode it: {last[0][:200]}")
