@@ -4,10 +4,20 @@ The table is made at start-up (its dimension comes from the embedder), only wher
 ``vector`` extension exists: migrations stay valid on a PostgreSQL without pgvector.
 Rows go with their message or memory (foreign keys, ON DELETE CASCADE), and every query
 is scoped by ``user_id``.
+
+Only the vectors of large users are in the HNSW graph (``in_graph``, a partial index). A
+user with up to ``exact_below`` vectors is searched exactly, which beats walking a graph
+shared with everyone else, so putting their vectors in it bought nothing and cost each
+live message about 1,000 buffer visits in PostgreSQL (docs/benchmarks.md). A user found
+larger at query time is moved into the graph in the background; until every row is in,
+the rows still outside are searched exactly next to the graph's answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from uuid import UUID
@@ -18,6 +28,12 @@ from memoryd.bridges.vectors import VectorItem, VectorMatch
 from memoryd.storage.database import Database, pack_vector
 
 EXACT_BELOW = 20_000  # a user's vectors: up to this many, searched exactly
+_PROMOTE_BATCH = 500  # rows moved into the graph per statement (each an HNSW insert)
+
+log = logging.getLogger("memoryd.search")
+
+_HNSW = """CREATE INDEX IF NOT EXISTS idx_search_vectors_hnsw ON search_vectors
+           USING hnsw (embedding vector_cosine_ops) WHERE in_graph"""
 
 
 async def pgvector_available(db: Database) -> bool:
@@ -27,11 +43,15 @@ async def pgvector_available(db: Database) -> bool:
 class PgVectorStore:
     name = "pgvector"
 
-    def __init__(self, db: Database, *, ef_search: int = 100) -> None:
+    def __init__(
+        self, db: Database, *, ef_search: int = 100, exact_below: int = EXACT_BELOW
+    ) -> None:
         self.db = db
         self.ef_search = ef_search
+        self.exact_below = exact_below
         self._iterative = False
         self._few_cache: dict[UUID, tuple[bool, float]] = {}
+        self._promoting: dict[UUID, asyncio.Task[None]] = {}
 
     async def prepare(self, dimension: int) -> int | None:
         """Create the table and its indexes for ``dimension``; the existing dimension."""
@@ -52,14 +72,12 @@ class PgVectorStore:
                         message_id UUID REFERENCES messages(id) ON DELETE CASCADE,
                         model TEXT NOT NULL,
                         embedding vector({int(dimension)}) NOT NULL,
+                        in_graph BOOLEAN NOT NULL DEFAULT FALSE,
                         updated_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
                 )
+                await conn.execute(_HNSW)
                 await conn.execute(
-                    """CREATE INDEX idx_search_vectors_hnsw ON search_vectors
-                       USING hnsw (embedding vector_cosine_ops)"""
-                )
-                await conn.execute(
-                    "CREATE INDEX idx_search_vectors_user ON search_vectors (user_id)"
+                    "CREATE INDEX idx_search_vectors_user ON search_vectors (user_id, in_graph)"
                 )
                 await conn.execute(
                     "CREATE INDEX idx_search_vectors_memory ON search_vectors (memory_id)"
@@ -67,6 +85,8 @@ class PgVectorStore:
                 await conn.execute(
                     "CREATE INDEX idx_search_vectors_message ON search_vectors (message_id)"
                 )
+            else:
+                await _graph_of_large_users_only(conn)
             version = await conn.fetchval(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
             )
@@ -85,13 +105,17 @@ class PgVectorStore:
             # Each vector packed once in pgvector's binary form (`pack_vector`, the
             # pool's codec): no text formatting or per-float encoding.
             await self.db.execute(
+                # In the graph when its user's vectors are (any one of them is).
                 """INSERT INTO search_vectors (doc_id, user_id, memory_id, message_id, model,
-                       embedding)
-                   SELECT d.doc_id, d.user_id, d.memory_id, d.message_id, $1, d.embedding
+                       embedding, in_graph)
+                   SELECT d.doc_id, d.user_id, d.memory_id, d.message_id, $1, d.embedding,
+                          EXISTS (SELECT 1 FROM search_vectors g
+                                  WHERE g.user_id = d.user_id AND g.in_graph)
                    FROM unnest($2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::vector[])
                         AS d(doc_id, user_id, memory_id, message_id, embedding)
                    ON CONFLICT (doc_id) DO UPDATE SET embedding = EXCLUDED.embedding,
-                       model = EXCLUDED.model, updated_at = now()
+                       model = EXCLUDED.model, updated_at = now(),
+                       in_graph = search_vectors.in_graph OR EXCLUDED.in_graph
                    WHERE search_vectors.user_id = EXCLUDED.user_id""",
                 model, [i.doc_id for _, i in rows], [u for u, _ in rows],
                 [i.memory_id for _, i in rows], [i.message_id for _, i in rows],
@@ -116,7 +140,8 @@ class PgVectorStore:
             # A plan for this user's size, never the statement's cached generic plan: one
             # made for a small user (an exact scan) costs seconds for a large one.
             settings = ["plan_cache_mode = force_custom_plan"]
-            if await self._few(conn, user_id):
+            few = await self._few(conn, user_id)
+            if few:
                 # A user with few vectors among many: the exact distance to each of them
                 # beats walking the shared HNSW graph past everyone else's (and is exact).
                 settings.append("enable_indexscan = off")
@@ -125,19 +150,52 @@ class PgVectorStore:
                 if self._iterative:
                     settings.append("hnsw.iterative_scan = relaxed_order")
             await conn.execute("; ".join(f"SET LOCAL {s}" for s in settings))
-            rows = await conn.fetch(
-                """SELECT doc_id, memory_id, message_id, score FROM (
-                       SELECT doc_id, memory_id, message_id,
-                              1 - (embedding <=> $2::vector) AS score
-                       FROM search_vectors WHERE user_id = $1
-                       ORDER BY embedding <=> $2::vector LIMIT $3) nearest
-                   ORDER BY score DESC""",
-                user_id,
-                pack_vector(vector),
-                limit,
-            )
+            if few:
+                rows = await conn.fetch(_NEAREST.format(where="TRUE"),
+                                        user_id, pack_vector(vector), limit)  # fmt: skip
+            else:
+                # The graph's nearest, and the nearest of the rows not in it yet (none
+                # once the user is moved in: an index probe), best first.
+                rows = await conn.fetch(
+                    f"""SELECT * FROM ({_NEAREST.format(where="in_graph")}) graph
+                        UNION ALL
+                        SELECT * FROM ({_NEAREST.format(where="NOT in_graph")}) outside
+                        ORDER BY score DESC LIMIT $3""",
+                    user_id, pack_vector(vector), limit,
+                )  # fmt: skip
+                if any(r["outside"] for r in rows):
+                    self._promote(user_id)
         return [VectorMatch(r["doc_id"], r["memory_id"], r["message_id"], float(r["score"]))
                 for r in rows]  # fmt: skip
+
+    def _promote(self, user_id: UUID) -> None:
+        """Move a large user's vectors into the graph, in the background; any node's next
+        query of that user starts it again if this one is cut short."""
+        if user_id in self._promoting:
+            return
+        task = asyncio.create_task(self._move_into_graph(user_id), name="memoryd-hnsw-promote")
+        self._promoting[user_id] = task
+        task.add_done_callback(lambda _: self._promoting.pop(user_id, None))
+
+    async def _move_into_graph(self, user_id: UUID) -> None:
+        moved = 0
+        try:
+            while True:
+                status = await self.db.execute(
+                    """UPDATE search_vectors SET in_graph = TRUE WHERE ctid = ANY(ARRAY(
+                           SELECT ctid FROM search_vectors WHERE user_id = $1 AND NOT in_graph
+                           LIMIT $2 FOR UPDATE SKIP LOCKED))""",
+                    user_id,
+                    _PROMOTE_BATCH,
+                )
+                count = int(status.split()[-1])
+                moved += count
+                if count == 0:
+                    break
+        except Exception:
+            log.warning("moving a user's vectors into the graph stopped", exc_info=True)
+        if moved:
+            log.info("moved %d vectors of a large user into the HNSW graph", moved)
 
     async def _few(self, conn: asyncpg.Connection, user_id: UUID) -> bool:
         """Whether the user has at most EXACT_BELOW vectors; counted by the user index (a
@@ -153,7 +211,7 @@ class PgVectorStore:
                 """SELECT count(*) <= $2 FROM (
                        SELECT 1 FROM search_vectors WHERE user_id = $1 LIMIT $2 + 1) s""",
                 user_id,
-                EXACT_BELOW,
+                self.exact_below,
             )
         )
         await conn.execute("SET LOCAL enable_seqscan = on")
@@ -167,13 +225,12 @@ class PgVectorStore:
         await self.db.execute("DROP INDEX IF EXISTS idx_search_vectors_hnsw")
 
     async def build_index(self) -> None:
+        """After a bulk load: the large users' vectors into the graph, then one build."""
         async with self.db.pool.acquire() as conn:
+            await _mark_large_users(conn, self.exact_below)
             await conn.execute("SET maintenance_work_mem = '512MB'")
-            await conn.execute(
-                """CREATE INDEX IF NOT EXISTS idx_search_vectors_hnsw ON search_vectors
-                   USING hnsw (embedding vector_cosine_ops)""",
-                timeout=3600,  # minutes for millions of vectors, past the pool's timeout
-            )
+            # Minutes for millions of vectors, past the pool's timeout.
+            await conn.execute(_HNSW, timeout=3600)
             await conn.execute("RESET maintenance_work_mem")
 
     async def count(self, user_id: UUID) -> int:
@@ -184,4 +241,49 @@ class PgVectorStore:
         )
 
     async def aclose(self) -> None:
-        return None
+        for task in list(self._promoting.values()):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._promoting.values(), return_exceptions=True)
+
+
+# The nearest of a user's vectors among those ``where`` says ($1 user, $2 vector, $3 k).
+_NEAREST = """SELECT doc_id, memory_id, message_id, 1 - (embedding <=> $2::vector) AS score,
+                     NOT in_graph AS outside
+              FROM search_vectors WHERE user_id = $1 AND {where}
+              ORDER BY embedding <=> $2::vector LIMIT $3"""
+
+
+async def _mark_large_users(conn: asyncpg.Connection, exact_below: int) -> None:
+    """Put every vector of each user with more than ``exact_below`` into the graph (with
+    the HNSW index dropped: no insert into it one at a time)."""
+    await conn.execute(
+        """UPDATE search_vectors SET in_graph = TRUE
+           WHERE NOT in_graph AND user_id IN (
+               SELECT user_id FROM search_vectors GROUP BY user_id HAVING count(*) > $1)""",
+        exact_below,
+        timeout=3600,
+    )
+
+
+async def _graph_of_large_users_only(conn: asyncpg.Connection) -> None:
+    """Upgrade a table made before ``in_graph``: every vector was in the graph. Its index
+    is dropped (no row moves through it one at a time), the large users are marked, and
+    the partial index is built once (minutes for millions of vectors, at one start-up)."""
+    exists = await conn.fetchval(
+        """SELECT 1 FROM pg_attribute
+           WHERE attrelid = 'search_vectors'::regclass AND attname = 'in_graph'"""
+    )
+    if exists:
+        return
+    log.warning("search_vectors: keeping only large users' vectors in the HNSW graph")
+    await conn.execute("DROP INDEX IF EXISTS idx_search_vectors_hnsw")
+    await conn.execute(
+        "ALTER TABLE search_vectors ADD COLUMN in_graph BOOLEAN NOT NULL DEFAULT FALSE"
+    )
+    await conn.execute("DROP INDEX IF EXISTS idx_search_vectors_user")
+    await conn.execute(
+        "CREATE INDEX idx_search_vectors_user ON search_vectors (user_id, in_graph)", timeout=3600
+    )
+    await _mark_large_users(conn, EXACT_BELOW)
+    await conn.execute(_HNSW, timeout=3600)

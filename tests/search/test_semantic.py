@@ -119,7 +119,7 @@ async def test_pgvector_table_is_hnsw_cosine_of_the_embedder_dimension(
     index = await db.fetchval(
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_search_vectors_hnsw'"
     )
-    assert "hnsw" in index and "vector_cosine_ops" in index
+    assert "hnsw" in index and "vector_cosine_ops" in index and "WHERE in_graph" in index
 
 
 async def test_a_dimension_the_index_does_not_have_stops_start_up(
