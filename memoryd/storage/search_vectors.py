@@ -86,7 +86,7 @@ class PgVectorStore:
                     "CREATE INDEX idx_search_vectors_message ON search_vectors (message_id)"
                 )
             else:
-                await _graph_of_large_users_only(conn)
+                await _graph_of_large_users_only(conn, self.exact_below)
             version = await conn.fetchval(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
             )
@@ -198,7 +198,7 @@ class PgVectorStore:
             log.info("moved %d vectors of a large user into the HNSW graph", moved)
 
     async def _few(self, conn: asyncpg.Connection, user_id: UUID) -> bool:
-        """Whether the user has at most EXACT_BELOW vectors; counted by the user index (a
+        """Whether the user has at most ``exact_below`` vectors; counted by the user index (a
         sequential scan of a user with half the table costs more than the search) and
         remembered for a minute."""
         now = time.monotonic()
@@ -266,7 +266,7 @@ async def _mark_large_users(conn: asyncpg.Connection, exact_below: int) -> None:
     )
 
 
-async def _graph_of_large_users_only(conn: asyncpg.Connection) -> None:
+async def _graph_of_large_users_only(conn: asyncpg.Connection, exact_below: int) -> None:
     """Upgrade a table made before ``in_graph``: every vector was in the graph. Its index
     is dropped (no row moves through it one at a time), the large users are marked, and
     the partial index is built once (minutes for millions of vectors, at one start-up)."""
@@ -285,5 +285,5 @@ async def _graph_of_large_users_only(conn: asyncpg.Connection) -> None:
     await conn.execute(
         "CREATE INDEX idx_search_vectors_user ON search_vectors (user_id, in_graph)", timeout=3600
     )
-    await _mark_large_users(conn, EXACT_BELOW)
+    await _mark_large_users(conn, exact_below)
     await conn.execute(_HNSW, timeout=3600)

@@ -111,9 +111,7 @@ async def test_a_table_from_before_keeps_only_large_users_in_its_graph(db: Datab
         rows,
     )
     store = PgVectorStore(db, exact_below=4)
-    with pytest.MonkeyPatch.context() as patch:  # the upgrade's own threshold, made small
-        patch.setattr("memoryd.storage.search_vectors.EXACT_BELOW", 4)
-        assert await store.prepare(DIM) == DIM
+    assert await store.prepare(DIM) == DIM
     big, small = rows[0][1], rows[-1][1]
     assert (await in_graph(db, big), await in_graph(db, small)) == (6, 0)
     index = await db.fetchval(
