@@ -146,6 +146,14 @@ class PgVectorStore:
                 # beats walking the shared HNSW graph past everyone else's (and is exact).
                 settings.append("enable_indexscan = off")
             else:
+                # The graph's branch walks the HNSW index and the other one the user's
+                # index, whatever the statistics of `in_graph` say. Right after a user
+                # moved in they are stale: sorting the user's 100k rows through their
+                # btree looked cheaper than HNSW (200 ms a query), and a sequential scan
+                # for the rows outside the graph (there are none). Every other plan of
+                # either branch sorts anyway.
+                settings.append("enable_sort = off")
+                settings.append("enable_seqscan = off")
                 settings.append(f"hnsw.ef_search = {max(int(limit), self.ef_search)}")
                 if self._iterative:
                     settings.append("hnsw.iterative_scan = relaxed_order")
@@ -228,6 +236,9 @@ class PgVectorStore:
         """After a bulk load: the large users' vectors into the graph, then one build."""
         async with self.db.pool.acquire() as conn:
             await _mark_large_users(conn, self.exact_below)
+            # The marked rows' old versions go before the build, and the planner learns
+            # how many rows are in the graph now.
+            await conn.execute("VACUUM (ANALYZE) search_vectors", timeout=3600)
             await conn.execute("SET maintenance_work_mem = '512MB'")
             # Minutes for millions of vectors, past the pool's timeout.
             await conn.execute(_HNSW, timeout=3600)
@@ -286,4 +297,5 @@ async def _graph_of_large_users_only(conn: asyncpg.Connection, exact_below: int)
         "CREATE INDEX idx_search_vectors_user ON search_vectors (user_id, in_graph)", timeout=3600
     )
     await _mark_large_users(conn, exact_below)
+    await conn.execute("ANALYZE search_vectors", timeout=3600)
     await conn.execute(_HNSW, timeout=3600)
