@@ -16,7 +16,6 @@ the rows still outside are searched exactly next to the graph's answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -142,8 +141,8 @@ class PgVectorStore:
             settings = ["plan_cache_mode = force_custom_plan"]
             few = await self._few(conn, user_id)
             if few:
-                # A user with few vectors among many: the exact distance to each of them
-                # beats walking the shared HNSW graph past everyone else's (and is exact).
+                # A user with few vectors: the exact distance to each of them beats any
+                # graph walk (and is exact); their vectors are not in the graph at all.
                 settings.append("enable_indexscan = off")
             else:
                 # The graph's branch walks the HNSW index and the other one the user's
@@ -254,8 +253,7 @@ class PgVectorStore:
     async def aclose(self) -> None:
         for task in list(self._promoting.values()):
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._promoting.values(), return_exceptions=True)
+        await asyncio.gather(*self._promoting.values(), return_exceptions=True)
 
 
 # The nearest of a user's vectors among those ``where`` says ($1 user, $2 vector, $3 k).

@@ -170,14 +170,16 @@ async def message(user: Api, memory_id: str, message_id: str) -> dict[str, Any]:
 async def start_thread(
     user: Api, driver: WebhookDriver, number: str, contact: str, name: str = "Ada"
 ) -> str:
-    """A first inbound message from ``contact``; returns the new thread's memory id."""
+    """A first inbound message from ``contact``; returns the new thread's memory id once
+    that message is stored too (the thread commits first, its message right after: a
+    socket opened in between would see the message's event as a new one)."""
     resp = await driver.post(driver.text(number, wa_id=contact, name=name, body="Hi!"))
     assert resp.status == 200, resp.text
 
     async def thread() -> str | None:
         found = await user.get("/api/memories", params={"search": name})
         for memory in found.body["memories"]:
-            if (memory["metadata"] or {}).get("waId") == contact:
+            if (memory["metadata"] or {}).get("waId") == contact and memory["messageCount"]:
                 return str(memory["id"])
         return None
 
