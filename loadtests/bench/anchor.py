@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from loadtests.bench.common import Account, percentiles
+from loadtests.bench.common import Account, no_collector_pauses, percentiles
 from memoryd.handlers.memo.reply import MEMORY_METADATA_KEYS
 from memoryd.storage.database import Database
 from memoryd.storage.events import _APPEND
@@ -87,7 +87,7 @@ async def _closed_loops(
     as its last send returns, for ``duration`` seconds; each worker its share of pairs."""
     latencies: list[float] = []
     done = 0
-    stop_at = time.perf_counter() + duration
+    stop_at = 0.0
 
     async def worker(w: int) -> None:
         nonlocal done
@@ -101,9 +101,11 @@ async def _closed_loops(
             i += 1
             done += 1
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    elapsed = time.perf_counter() - t0
+    with no_collector_pauses():
+        t0 = time.perf_counter()
+        stop_at = t0 + duration
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - t0
     return {
         "kind": kind,
         "concurrency": concurrency,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib.metadata
 import math
 import os
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -59,6 +61,26 @@ HOST = "127.0.0.1"  # every benchmark targets this machine only
 MAX_USERS = 5000
 MAX_SOCKETS = 12000
 MAX_RATE = 200_000.0
+
+
+# -- the load generator's own pauses ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def no_collector_pauses() -> Iterator[None]:
+    """The load generator's cyclic garbage collector off while it measures (collected
+    before). Its generation-2 collections walk the objects of every client socket: one
+    took 68 ms in a durable step of 900 sockets, and every delivery in flight then
+    arrived 68 ms late, charged to the server's p99 (docs/benchmarks.md, 2026-12-04).
+    What a step allocates is freed by reference counting; cycles wait for the next step."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # -- machine ---------------------------------------------------------------------------------
@@ -262,12 +284,41 @@ async def postgres(database_url: str | None, workdir: Path) -> AsyncIterator[Pos
             pg_version = await db.server_version()
         finally:
             await db.close()
+        if server is not None:  # not a --database-url server's WAL: it may serve others
+            await warm_wal(dsn)
         yield Postgres(admin_dsn, dsn, name, pg_version)
     finally:
         with contextlib.suppress(Exception):
             await drop_database(admin_dsn, name)
         if server is not None:
             await asyncio.to_thread(server.stop)
+
+
+WARM_WAL_MIB = 1024  # PostgreSQL's default max_wal_size: what a checkpoint cycle keeps
+
+
+async def warm_wal(dsn: str, mib: int = WARM_WAL_MIB) -> None:
+    """Give a new cluster the recycled WAL segments a running one has.
+
+    A new cluster has no WAL segments ahead of the one it writes: each next 16 MiB segment
+    is created and zero-filled (``wal_init_zero``) while commits wait for it
+    (``IO:WalInitWrite``), a 30-100 ms stall every few seconds under durable sends. A
+    cluster that has checkpointed renames its used segments into the next ones instead
+    (keeping about a checkpoint cycle's worth), so in service it seldom creates one. This
+    writes ``mib`` of WAL (a throwaway table) and checkpoints, which leaves that many
+    segments recycled ahead, as after a checkpoint in service."""
+    rows = mib * 1024 * 1024 // 8192 * 4  # 4 rows of ~1.9 kB a page: no TOAST, no compression
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS bench_warm_wal")
+        await conn.execute(
+            f"CREATE TABLE bench_warm_wal AS SELECT repeat('w', 1900) AS w "
+            f"FROM generate_series(1, {rows})"
+        )
+        await conn.execute("DROP TABLE bench_warm_wal")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
 
 
 def workdir() -> Path:

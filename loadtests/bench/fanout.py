@@ -26,6 +26,7 @@ from loadtests.bench.common import (
     Account,
     CpuClock,
     ServerProcess,
+    no_collector_pauses,
     percentiles,
 )
 from loadtests.bench.wsclient import (
@@ -131,6 +132,13 @@ async def step(
 ) -> dict[str, Any]:  # fmt: skip
     """Offer ``rate`` sends/s for ``duration`` s; measure until delivered or ``drain`` s.
     ``acks=False``: the devices acknowledge nothing (to measure what acks cost)."""
+    with no_collector_pauses():
+        return await _step(pop, mode, rate, duration, drain=drain, acks=acks)
+
+
+async def _step(
+    pop: Population, mode: str, rate: float, duration: float, *, drain: float, acks: bool
+) -> dict[str, Any]:
     rate = min(rate, MAX_RATE)
     rec = pop.recorder
     await asyncio.sleep(0.3)  # let the previous step's stragglers land

@@ -107,7 +107,7 @@ class EmbedSweeper:
     `wake` (a write on this node queued a document) starts a sweep after ``linger``
     seconds, so that a burst of sends is embedded in one batch; without a wake a sweep
     runs every ``interval`` (other nodes' writes, leases that ran out). A sweep repeats
-    while the queue has more. A failure (the embedder is down) backs off, doubling up to
+    at once while it finds a full batch. A failure (the embedder is down) backs off, doubling up to
     ``max_backoff``; the documents it had stay queued.
     """
 
@@ -145,9 +145,15 @@ class EmbedSweeper:
                 except TimeoutError:
                     pass
             self._woken.clear()
+            embedder = self.runtime.embedder
+            assert embedder is not None
             try:
+                # Again at once only after a full batch: a short one emptied the queue of
+                # what was free, and writes since have woken the sweeper (an empty lease
+                # per round was a statement for nothing).
                 while await embed_sweep(self.storage, self.runtime,
-                                        lease_seconds=self.lease_seconds):  # fmt: skip
+                                        lease_seconds=self.lease_seconds
+                                        ) >= embedder.batch_size:  # fmt: skip
                     pass
                 backoff = 0.0
             except asyncio.CancelledError:

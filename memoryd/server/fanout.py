@@ -270,7 +270,7 @@ class RedisFanout:
             finally:
                 self._pubsub = None
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 

@@ -4,18 +4,20 @@ free for the next one."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 import pytest_asyncio
 
 from memoryd.config import Settings
-from memoryd.handlers.search_jobs import embed_sweep
+from memoryd.handlers.search_jobs import EmbedSweeper, embed_sweep
 from memoryd.handlers.search_runtime import SearchRuntime
 from memoryd.server.search import close_search, open_search
 from memoryd.storage.database import Database
 from memoryd.storage.messages import NewMessage
+from memoryd.storage.search import EmbedDoc
 from memoryd.storage.store import Storage
 
 pytestmark = pytest.mark.storage
@@ -95,3 +97,53 @@ async def test_one_sweep_embeds_many_users_and_a_failed_one_keeps_the_queue(
             "SELECT count(*) FROM search_vectors WHERE user_id = $1", u
         )
         assert stored == 4
+
+
+async def test_the_sweeper_follows_a_burst_batch_after_batch_and_stops_at_a_short_one(
+    storage: Storage, runtime: SearchRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    while await embed_sweep(storage, runtime, lease_seconds=30):
+        pass
+    user = await _user_with_messages(storage, 11)  # 12 documents: batches of 5, 5 and 2
+    counting = CountingEmbedder(runtime.embedder)
+    counting.batch_size = 5
+    up = SearchRuntime(embedder=counting, vectors=runtime.vectors)  # type: ignore[arg-type]
+    leases: list[int] = []
+    lease = storage.search.lease_queued
+
+    async def counted_lease(limit: int, lease_seconds: float) -> list[EmbedDoc]:
+        docs = await lease(limit, lease_seconds)
+        leases.append(len(docs))
+        return docs
+
+    monkeypatch.setattr(storage.search, "lease_queued", counted_lease)
+    # No timed sweep in this test: only a wake starts one.
+    sweeper = EmbedSweeper(storage, up, interval=3600, linger=0)
+    sweeper.start()
+    try:
+        sweeper.wake()
+        await _until(lambda: _in_queue(storage, user), 0)
+        assert leases == [5, 5, 2]  # and no empty lease after the short batch
+        assert counting.calls == 3
+
+        memory, _ = await storage.memories.create(user, {"title": "later"})
+        await storage.messages.create(user, memory.id, NewMessage("fed the cat"))
+        sweeper.wake()  # a write on this node wakes it: both documents, one batch
+        await _until(lambda: _in_queue(storage, user), 0)
+        assert leases == [5, 5, 2, 2] and counting.calls == 4
+    finally:
+        await sweeper.stop()
+
+
+async def _in_queue(storage: Storage, user_id: uuid.UUID) -> int:
+    """Queued or leased: not embedded yet."""
+    return int(await storage.db.fetchval(
+        "SELECT count(*) FROM search_embed_queue WHERE user_id = $1", user_id
+    ))  # fmt: skip
+
+
+async def _until(read: Callable[[], Awaitable[int]], want: int, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (got := await read()) != want:
+        assert asyncio.get_running_loop().time() < deadline, f"still {got}, not {want}"
+        await asyncio.sleep(0.02)
