@@ -20,14 +20,16 @@ from memoryd.storage.rows import CATEGORY_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUM
 
 PROVIDER = "whatsapp"
 
-# Delivery states only move forward: a status may replace exactly these earlier ones.
-# Webhooks arrive out of order ("read" before "delivered"); "failed" never undoes a
-# delivery that was already reported.
+# Delivery states only move forward, along pending < sent < failed < delivered < read: a
+# status may replace exactly the earlier ones. Webhooks arrive out of order ("read" before
+# "delivered"), and their jobs may run in any order, so the end state must not depend on
+# the order: it is the furthest status reported. "failed" never undoes a delivery that
+# was reported; a delivery reported after a failure is the better news, and wins.
 FORWARD_FROM: dict[str, tuple[str, ...]] = {
     "sent": ("pending",),
-    "delivered": ("pending", "sent"),
-    "read": ("pending", "sent", "delivered"),
     "failed": ("pending", "sent"),
+    "delivered": ("pending", "sent", "failed"),
+    "read": ("pending", "sent", "failed", "delivered"),
 }
 # Meta's word on a message we failed without hearing from Meta (no wamid recorded: the
 # send's answer was lost, "Delivery unknown") replaces our guess.
