@@ -7,7 +7,7 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -70,6 +70,12 @@ class Database:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
+
+    def before_close(self, give_back: Callable[[], Awaitable[None]]) -> None:
+        """``give_back`` returns connections a repository keeps out of the pool between
+        uses (`GroupCommit`); `close` awaits it before closing the pool."""
+        self._before_close.append(give_back)
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 20) -> Database:
@@ -90,6 +96,9 @@ class Database:
         in_use = self.pool.get_size() - self.pool.get_idle_size()
         try:
             async with asyncio.timeout(timeout):
+                for give_back in self._before_close:
+                    await give_back()
+                in_use = self.pool.get_size() - self.pool.get_idle_size()
                 await self.pool.close()
         except TimeoutError:
             log.warning("%d connection(s) in use %g s into close: cut off", in_use, timeout)

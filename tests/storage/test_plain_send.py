@@ -55,7 +55,7 @@ async def db(database_url: str) -> AsyncIterator[CountingDatabase]:
     database = await Database.connect(database_url, min_size=1, max_size=8)
     counting = CountingDatabase(database.pool)
     yield counting
-    await database.close()
+    await counting.close()  # the one the stores were built on: it gives back what they keep
 
 
 async def _user_and_memory(api: Api, db: Database, metadata: Any = None) -> tuple[uuid.UUID, Any]:
