@@ -23,9 +23,10 @@ Order and locks:
 
 Connections: a batch keeps the pooled connection it ran on for the next batch (at most
 ``max_batches`` of them), instead of a pool acquire and release per batch: asyncpg's
-release shields a task of its own and re-arms an inactivity timer, which at a few sends
-per batch cost more of the server's CPU than the batch's statement itself. A kept
-connection goes back to the pool when the pool has no idle one left for anyone else, after
+release shields a task of its own and re-arms an inactivity timer: about 30 us of CPU a
+batch, half again what a one-row statement costs the client (docs/benchmarks.md). A kept
+connection goes back to the pool when the pool has no idle one left for anyone else (as
+of its last look, at most 10 ms ago: asyncpg counts by walking every holder), after
 ``keep_for`` seconds without a batch, after any error, and when the database closes.
 """
 
@@ -35,22 +36,25 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 from memoryd.storage.database import Database, Observe, unobserved
 
+_LOOK_EVERY = 0.01  # seconds between looks at how crowded the pool is
 
-@dataclass
+
 class _Call:
-    key: Any
-    args: Sequence[Any]
-    queued_at: float
-    result: asyncio.Future[asyncpg.Record | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    __slots__ = ("args", "key", "queued_at", "result")
+
+    def __init__(self, key: Any, args: Sequence[Any], queued_at: float) -> None:
+        self.key = key
+        self.args = args
+        self.queued_at = queued_at
+        self.result: asyncio.Future[asyncpg.Record | None] = (
+            asyncio.get_running_loop().create_future()
+        )
 
 
 class GroupCommit:
@@ -73,6 +77,8 @@ class GroupCommit:
         self._last_batch = 0.0
         self._reaper: asyncio.TimerHandle | None = None
         self._closing = False
+        self._crowded = False  # the pool had no idle connection at the last look
+        self._looked_at = -1.0
         self.batches = 0  # batches started, and the calls in them (tests, metrics)
         self.calls = 0
         db.before_close(self.give_back)
@@ -120,12 +126,15 @@ class GroupCommit:
         """Keep ``conn`` for the next batch, or give it back to the pool when the pool has
         none idle (someone else may be waiting for one) or the database is closing."""
         pool = self.db.pool
-        crowded = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
-        if self._closing or crowded or conn.is_closed() or conn.is_in_transaction():
+        now = time.monotonic()
+        if now - self._looked_at >= _LOOK_EVERY:  # the pool's counts walk every holder
+            self._looked_at = now
+            self._crowded = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
+        if self._closing or self._crowded or conn.is_closed() or conn.is_in_transaction():
             await pool.release(conn)
             return
         self._kept.append(conn)
-        self._last_batch = time.monotonic()
+        self._last_batch = now
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().call_later(self.keep_for, self._reap)
 
