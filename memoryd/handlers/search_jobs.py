@@ -107,8 +107,8 @@ class EmbedSweeper:
     `wake` (a write on this node queued a document) starts a sweep after ``linger``
     seconds, so that a burst of sends is embedded in one batch; without a wake a sweep
     runs every ``interval`` (other nodes' writes, leases that ran out). A sweep repeats
-    at once while it finds a full batch. A failure (the embedder is down) backs off, doubling up to
-    ``max_backoff``; the documents it had stay queued.
+    at once while it finds a full batch. A failure (the embedder is down) backs off,
+    doubling up to ``max_backoff``; the documents it had stay queued.
     """
 
     def __init__(
