@@ -139,8 +139,12 @@ class EmbedSweeper:
             if backoff:
                 await asyncio.sleep(backoff)
             else:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns normally
+                # when the wake and stop()'s cancel land together, and the sweeper then
+                # never stops (seen in CI: an app shutdown that hung on it).
                 try:
-                    await asyncio.wait_for(self._woken.wait(), self.interval)
+                    async with asyncio.timeout(self.interval):
+                        await self._woken.wait()
                     await asyncio.sleep(self.linger)
                 except TimeoutError:
                     pass

@@ -317,8 +317,9 @@ class RedisFanout:
         while True:
             interval = self.poll_interval_up if self.up else self.poll_interval_down
             self._woken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), interval)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see `JobRunner._run`
+                async with asyncio.timeout(interval):
+                    await self._woken.wait()
             users = self.hub.local_users()
             if not users:
                 continue

@@ -147,3 +147,16 @@ async def _until(read: Callable[[], Awaitable[int]], want: int, timeout: float =
     while (got := await read()) != want:
         assert asyncio.get_running_loop().time() < deadline, f"still {got}, not {want}"
         await asyncio.sleep(0.02)
+
+
+async def test_a_wake_that_lands_with_stop_still_stops_the_sweeper(
+    storage: Storage, runtime: SearchRuntime
+) -> None:
+    # Python 3.11's wait_for returned normally when its wait ended and its task was
+    # cancelled in one loop step, and the sweeper went on: an app shutdown hung on it.
+    sweeper = EmbedSweeper(storage, runtime, interval=3600, linger=0)
+    sweeper.start()
+    await asyncio.sleep(0.05)  # parked, waiting for a wake
+    sweeper.wake()
+    async with asyncio.timeout(5):
+        await sweeper.stop()

@@ -249,8 +249,9 @@ async def _stream(
 
 async def _watch(svc: Services, job_id: UUID, cancelled: asyncio.Event) -> None:
     while not cancelled.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(cancelled.wait(), WATCH_INTERVAL)
+        with contextlib.suppress(TimeoutError):  # not wait_for, which can swallow a cancel
+            async with asyncio.timeout(WATCH_INTERVAL):
+                await cancelled.wait()
         if not cancelled.is_set() and await svc.store.ai.job_status(job_id) == "cancelled":
             cancelled.set()
 
