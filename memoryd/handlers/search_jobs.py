@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from memoryd.aio import wait_event
 from memoryd.bridges.vectors import VectorItem
 from memoryd.handlers.context import Services
 from memoryd.handlers.jobs import RetryLater
@@ -134,23 +135,15 @@ class EmbedSweeper:
             self._task = None
 
     async def _run(self) -> None:
+        embedder = self.runtime.embedder
+        assert embedder is not None
         backoff = 0.0
         while True:
             if backoff:
                 await asyncio.sleep(backoff)
-            else:
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns normally
-                # when the wake and stop()'s cancel land together, and the sweeper then
-                # never stops (seen in CI: an app shutdown that hung on it).
-                try:
-                    async with asyncio.timeout(self.interval):
-                        await self._woken.wait()
-                    await asyncio.sleep(self.linger)
-                except TimeoutError:
-                    pass
+            elif await wait_event(self._woken, self.interval):
+                await asyncio.sleep(self.linger)
             self._woken.clear()
-            embedder = self.runtime.embedder
-            assert embedder is not None
             try:
                 # Again at once only after a full batch: a short one emptied the queue of
                 # what was free, and writes since have woken the sweeper (an empty lease

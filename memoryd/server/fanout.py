@@ -35,6 +35,7 @@ import msgspec
 import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
+from memoryd.aio import wait_event
 from memoryd.protocol.models import Event
 from memoryd.server.hub import Hub
 from memoryd.server.metrics import Metrics
@@ -317,9 +318,7 @@ class RedisFanout:
         while True:
             interval = self.poll_interval_up if self.up else self.poll_interval_down
             self._woken.clear()
-            with contextlib.suppress(TimeoutError):  # not wait_for: see `JobRunner._run`
-                async with asyncio.timeout(interval):
-                    await self._woken.wait()
+            await wait_event(self._woken, interval)
             users = self.hub.local_users()
             if not users:
                 continue

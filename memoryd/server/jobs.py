@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import uuid4
 
+from memoryd.aio import wait_event
 from memoryd.handlers.jobs import PermanentFailure, RetryLater
 from memoryd.storage.jobs import Job, JobStore
 
@@ -105,11 +106,7 @@ class JobRunner:
             if jobs and len(jobs) == free:
                 continue  # there may be more due right now
             self._wake.clear()
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns normally when
-            # the wake and stop()'s cancel land together, and the loop then never stops.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+            await wait_event(self._wake, wait)
 
     async def _execute(self, job: Job) -> None:
         keeper = asyncio.create_task(self._keep_lease(job))

@@ -141,9 +141,9 @@ class GroupCommit:
     def _reap(self) -> None:
         """Give the kept connections back once no batch ran for ``keep_for`` seconds."""
         self._reaper = None
-        idle_for = time.monotonic() - self._last_batch
         if not self._kept:
             return
+        idle_for = time.monotonic() - self._last_batch
         if idle_for < self.keep_for:
             loop = asyncio.get_running_loop()
             self._reaper = loop.call_later(self.keep_for - idle_for, self._reap)
@@ -177,27 +177,23 @@ class GroupCommit:
             conn = self._kept.pop() if self._kept else await self.db.pool.acquire()
             t1 = time.perf_counter()
             self.observe("pool_acquire", t1 - t0)
+            ran = False
             try:
                 if len(batch) == 1:
                     rows = [await conn.fetchrow(self.query, *batch[0].args)]
                 else:
                     rows = await conn.fetchmany(self.query, [c.args for c in batch])
+                ran = True
             except (asyncpg.PostgresError, asyncpg.InterfaceError):
-                self.observe("statement", time.perf_counter() - t1)
                 if len(batch) == 1:
-                    await self.db.pool.release(conn)
                     raise
-                try:
-                    await self._one_by_one(conn, batch)
-                finally:
-                    await self.db.pool.release(conn)
+                await self._one_by_one(conn, batch)
                 return
-            except BaseException:
-                # Cancelled mid-statement, say: the pool knows how to clean that up.
-                await self.db.pool.release(conn)
-                raise
-            self.observe("statement", time.perf_counter() - t1)
-            await self._keep(conn)
+            finally:
+                self.observe("statement", time.perf_counter() - t1)
+                # Kept only after a clean run; after an error or a cancel mid-statement,
+                # back to the pool, which knows how to clean a connection up.
+                await (self._keep(conn) if ran else self.db.pool.release(conn))
             for call, row in zip(batch, rows, strict=True):
                 if not call.result.done():
                     call.result.set_result(row)

@@ -20,20 +20,19 @@ from memoryd.storage.rows import CATEGORY_COLUMNS, MEMORY_COLUMNS, MESSAGE_COLUM
 
 PROVIDER = "whatsapp"
 
-# Delivery states only move forward, along pending < sent < failed < delivered < read: a
-# status may replace exactly the earlier ones. Webhooks arrive out of order ("read" before
-# "delivered"), and their jobs may run in any order, so the end state must not depend on
-# the order: it is the furthest status reported. "failed" never undoes a delivery that
-# was reported; a delivery reported after a failure is the better news, and wins.
+# Delivery states only move forward, along this order: a status may replace exactly the
+# earlier ones. Webhooks arrive out of order ("read" before "delivered"), and their jobs
+# may run in any order, so the end state must not depend on the order: it is the
+# furthest status reported. "failed" never undoes a delivery that was reported; a
+# delivery reported after a failure is the better news, and wins.
+_DELIVERY_ORDER = ("pending", "sent", "failed", "delivered", "read")
 FORWARD_FROM: dict[str, tuple[str, ...]] = {
-    "sent": ("pending",),
-    "failed": ("pending", "sent"),
-    "delivered": ("pending", "sent", "failed"),
-    "read": ("pending", "sent", "failed", "delivered"),
+    status: _DELIVERY_ORDER[:i] for i, status in enumerate(_DELIVERY_ORDER) if i
 }
-# Meta's word on a message we failed without hearing from Meta (no wamid recorded: the
-# send's answer was lost, "Delivery unknown") replaces our guess.
-_OVER_OUR_FAILURE = ("sent", "delivered", "read")
+# Meta's "sent" for a message we failed without hearing from Meta (no wamid recorded:
+# the send's answer was lost, "Delivery unknown") replaces our guess; "delivered" and
+# "read" replace any "failed" anyway.
+_OVER_OUR_FAILURE = ("sent",)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from memoryd.aio import wait_event
 from memoryd.bridges.ai import AIError, Completion
 from memoryd.errors import ClientError, RateLimited
 from memoryd.handlers.context import Services
@@ -249,9 +250,7 @@ async def _stream(
 
 async def _watch(svc: Services, job_id: UUID, cancelled: asyncio.Event) -> None:
     while not cancelled.is_set():
-        with contextlib.suppress(TimeoutError):  # not wait_for, which can swallow a cancel
-            async with asyncio.timeout(WATCH_INTERVAL):
-                await cancelled.wait()
+        await wait_event(cancelled, WATCH_INTERVAL)
         if not cancelled.is_set() and await svc.store.ai.job_status(job_id) == "cancelled":
             cancelled.set()
 
